@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Debian packages the tests need; installs only what is missing (idempotent, uses apt's cache).
+set -euo pipefail
+PACKAGES=(umockdev gir1.2-umockdev-1.0 python3-gi socat ser2net)
+if [[ "${KUBESERIAL_WITH_DOCKER:-0}" == "1" ]]; then PACKAGES+=(docker.io busybox-static); fi
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+command -v apt-get >/dev/null || { echo "apt-get not found; install: ${missing[*]}" >&2; exit 1; }
+SUDO=""; [[ "$(id -u)" -ne 0 ]] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq || true
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,1 @@
+"""KubeSerial shared library: CRD models, Kubernetes helpers, logging and metrics."""

@@ -1,0 +1,3 @@
+from kubeserial_common.crdgen import main
+
+raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""Command-line options every service shares."""
+
+import argparse
+import os
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, health_port: int) -> None:
+    parser.add_argument(
+        "--kubeconfig",
+        default=os.environ.get("KUBECONFIG") or None,
+        help="kubeconfig to use outside a cluster (default: in-cluster service account, then ~/.kube/config)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("KUBESERIAL_LOG_LEVEL", "info"),
+        help="debug, info, warning, error",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get("KUBESERIAL_LOG_FORMAT", "auto"),
+        choices=["auto", "json", "console"],
+        help="auto: console on a terminal, JSON otherwise",
+    )
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=int(os.environ.get("KUBESERIAL_HEALTH_PORT", health_port)),
+        help=f"port for /healthz, /readyz and /metrics (default {health_port}; 0 picks a free port)",
+    )
+    parser.add_argument(
+        "--health-host",
+        default=os.environ.get("KUBESERIAL_HEALTH_HOST", "0.0.0.0"),
+        help="address for the health/metrics server",
+    )

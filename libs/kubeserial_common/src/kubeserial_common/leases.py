@@ -1,0 +1,144 @@
+"""coordination.k8s.io Leases: leader election for the controller, liveness for node monitors."""
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from kubernetes_asyncio import client
+
+from kubeserial_common.kube import is_conflict, is_not_found, read_json
+
+log = structlog.get_logger(__name__)
+
+
+def micro_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def lease_expired(spec: dict[str, Any], *, now: datetime) -> bool:
+    """A lease is expired when renewTime + leaseDurationSeconds is in the past (or it was never held)."""
+    renew = spec.get("renewTime") or spec.get("acquireTime")
+    if not renew or not spec.get("holderIdentity"):
+        return True
+    return parse_time(renew) + timedelta(seconds=int(spec.get("leaseDurationSeconds") or 0)) < now
+
+
+class LeaseHolder:
+    """Acquires and renews one Lease for `identity`; `held` says whether we hold it right now."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        name: str,
+        namespace: str,
+        identity: str,
+        duration_seconds: int = 15,
+        renew_seconds: float = 5.0,
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        self.coordination = client.CoordinationV1Api(api)
+        self.name = name
+        self.namespace = namespace
+        self.identity = identity
+        self.duration_seconds = duration_seconds
+        self.renew_seconds = renew_seconds
+        self.labels = labels or {}
+        self.held = False
+
+    def _spec(self, *, now: datetime, acquired: str | None, transitions: int) -> dict[str, Any]:
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": self.duration_seconds,
+            "acquireTime": acquired or micro_time(now),
+            "renewTime": micro_time(now),
+            "leaseTransitions": transitions,
+        }
+
+    async def try_acquire_or_renew(self) -> bool:
+        """One attempt; True if we hold the lease afterwards."""
+        now = datetime.now(UTC)
+        try:
+            lease = await read_json(
+                await self.coordination.read_namespaced_lease(
+                    self.name, self.namespace, _preload_content=False
+                )
+            )
+        except Exception as exc:
+            if not is_not_found(exc):
+                raise
+            body = {
+                "metadata": {"name": self.name, "namespace": self.namespace, "labels": self.labels},
+                "spec": self._spec(now=now, acquired=None, transitions=0),
+            }
+            try:
+                await self.coordination.create_namespaced_lease(self.namespace, body)
+            except Exception as create_exc:
+                if is_conflict(create_exc):
+                    return False
+                raise
+            return True
+        spec = lease.get("spec", {})
+        ours = spec.get("holderIdentity") == self.identity
+        if not ours and not lease_expired(spec, now=now):
+            return False
+        transitions = int(spec.get("leaseTransitions") or 0) + (0 if ours else 1)
+        lease["spec"] = self._spec(
+            now=now, acquired=spec.get("acquireTime") if ours else None, transitions=transitions
+        )
+        try:
+            # replace carries resourceVersion: if someone else renewed first, we get 409 and lose.
+            await self.coordination.replace_namespaced_lease(self.name, self.namespace, lease)
+        except Exception as exc:
+            if is_conflict(exc):
+                return False
+            raise
+        return True
+
+    async def run(
+        self,
+        *,
+        on_acquired: Callable[[], Awaitable[None]] | None = None,
+        on_lost: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Keep trying to hold the lease; call the hooks on each change of `held`."""
+        loop = asyncio.get_running_loop()
+        last_renewal = 0.0
+        while True:
+            try:
+                held = await self.try_acquire_or_renew()
+                if held:
+                    last_renewal = loop.time()
+            except Exception as exc:
+                log.warning("lease renewal failed", lease=self.name, error=repr(exc))
+                # Keep leadership only while the last renewal is still within the duration.
+                held = self.held and loop.time() - last_renewal < self.duration_seconds
+            if held != self.held:
+                self.held = held
+                log.info("lease " + ("acquired" if held else "lost"), lease=self.name, identity=self.identity)
+                hook = on_acquired if held else on_lost
+                if hook is not None:
+                    await hook()
+            await asyncio.sleep(self.renew_seconds if held else self.renew_seconds / 2)
+
+    async def release(self) -> None:
+        """Give the lease up at shutdown so a successor need not wait for it to expire."""
+        if not self.held:
+            return
+        with contextlib.suppress(Exception):
+            lease = await read_json(
+                await self.coordination.read_namespaced_lease(
+                    self.name, self.namespace, _preload_content=False
+                )
+            )
+            if lease.get("spec", {}).get("holderIdentity") == self.identity:
+                lease["spec"]["holderIdentity"] = None
+                await self.coordination.replace_namespaced_lease(self.name, self.namespace, lease)
+        self.held = False

@@ -1,0 +1,250 @@
+"""The KubeSerial custom resources, defined once.
+
+These Pydantic models are the single source of truth: `kubeserial_common.crdgen` turns them into
+the CRD YAML under deploy/kustomize/base/crd/, and the services parse API objects with them.
+Field names and shapes follow the original KubeSerial (Go) contract; additions are optional.
+"""
+
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from kubeserial_common import constants as c
+
+HEX4 = r"^[0-9a-fA-F]{4}$"
+# A DNS-1123 label that starts with a letter: device names become Service names (`<name>-gateway`).
+DEVICE_NAME = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DEVICE_NAME_MAX = 55  # 63 minus len("-gateway")
+K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+
+ConditionType = Literal["Ready", "Available", "Free"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Model(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are kept, not dropped."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON-ready form, as the apiserver stores it."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Condition(Model):
+    type: ConditionType = Field(description="Ready, Available or Free.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        min_length=1, max_length=1024, pattern=REASON, description="CamelCase reason for the status."
+    )
+    message: str = Field(default="", max_length=32768, description="Human-readable details.")
+    last_transition_time: datetime = Field(description="When status last changed.")
+    last_heartbeat_time: datetime | None = Field(default=None, description="When this was last confirmed.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation this condition was computed from."
+    )
+
+
+_CONDITIONS_SCHEMA: dict[str, Any] = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["type"],
+    "maxItems": 8,
+}
+
+
+class SerialDeviceSpec(Model):
+    name: str | None = Field(
+        default=None,
+        max_length=DEVICE_NAME_MAX,
+        pattern=DEVICE_NAME,
+        description="Device name; when set it must equal metadata.name (kept for compatibility).",
+    )
+    id_vendor: str = Field(pattern=HEX4, description='USB vendor id, 4 hex digits, e.g. "0403".')
+    id_product: str = Field(pattern=HEX4, description='USB product id, 4 hex digits, e.g. "6001".')
+    manager: str | None = Field(
+        default=None, max_length=253, pattern=K8S_NAME, description="Manager to schedule for this device."
+    )
+    serial_number: str | None = Field(
+        default=None,
+        max_length=256,
+        description="USB serial number; tells apart adapters with the same vendor and product.",
+    )
+    baud_rate: int | None = Field(
+        default=None, ge=50, le=12_000_000, description="Baud rate the gateway opens the port at (115200)."
+    )
+
+
+class SerialDeviceStatus(Model):
+    conditions: list[Condition] = Field(
+        default_factory=list, json_schema_extra=_CONDITIONS_SCHEMA, description="Ready, Available, Free."
+    )
+    node_name: str | None = Field(default=None, description="Node the device is plugged into.")
+    device_path: str | None = Field(
+        default=None, description="Path of the device on that node (/dev/serial/by-id/... when known)."
+    )
+
+
+class SerialDeviceEntry(Model):
+    """A device as listed in a KubeSerial: the SerialDevice spec with a required name."""
+
+    name: str = Field(max_length=DEVICE_NAME_MAX, pattern=DEVICE_NAME, description="SerialDevice name.")
+    id_vendor: str = Field(pattern=HEX4, description='USB vendor id, 4 hex digits, e.g. "0403".')
+    id_product: str = Field(pattern=HEX4, description='USB product id, 4 hex digits, e.g. "6001".')
+    manager: str | None = Field(
+        default=None, max_length=253, pattern=K8S_NAME, description="Manager to schedule for this device."
+    )
+    serial_number: str | None = Field(default=None, max_length=256, description="USB serial number.")
+    baud_rate: int | None = Field(default=None, ge=50, le=12_000_000, description="Initial baud rate.")
+
+    def device_spec(self) -> SerialDeviceSpec:
+        return SerialDeviceSpec.model_validate(self.model_dump())
+
+
+class IngressSpec(Model):
+    enabled: bool = Field(description="Create an Ingress for each scheduled manager.")
+    domain: str | None = Field(default=None, max_length=253, description="Hosts are <device>.<domain>.")
+    annotations: dict[str, str] | None = Field(default=None, description="Annotations for the Ingresses.")
+    ingress_class_name: str | None = Field(default=None, description="IngressClass to use.")
+
+
+class KubeSerialSpec(Model):
+    serial_devices: list[SerialDeviceEntry] = Field(
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="Devices to watch for; one SerialDevice is created for each.",
+    )
+    ingress: IngressSpec = Field(description="Ingress settings for managers.")
+
+
+class KubeSerialStatus(Model):
+    observed_generation: int | None = Field(default=None, description="Generation last reconciled.")
+    serial_devices: int | None = Field(default=None, description="SerialDevices owned by this KubeSerial.")
+
+
+class Image(Model):
+    repository: str = Field(min_length=1, description="Image repository.")
+    tag: str = Field(min_length=1, description="Image tag.")
+
+
+class ManagerSpec(Model):
+    image: Image = Field(description="Manager application image.")
+    run_cmd: str = Field(min_length=1, description="Shell command that starts the manager.")
+    config: str | None = Field(default=None, description="Configuration file contents.")
+    config_path: str | None = Field(default=None, description="Where the configuration file is mounted.")
+
+
+class ManagerScheduleRequestSpec(Model):
+    device: str = Field(max_length=DEVICE_NAME_MAX, pattern=DEVICE_NAME, description="SerialDevice name.")
+    manager: str = Field(max_length=253, pattern=K8S_NAME, description="Manager name.")
+
+
+class ManagerScheduleRequestStatus(Model):
+    fulfilled: bool = Field(default=False, description="The manager Deployment exists and is available.")
+
+
+class ObjectMeta(Model):
+    name: str = ""
+    namespace: str | None = None
+    uid: str | None = None
+    resource_version: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    finalizers: list[str] = Field(default_factory=list)
+    deletion_timestamp: str | None = None
+
+
+class Resource(Model):
+    """Common shape of a custom resource; subclasses declare their CRD metadata."""
+
+    kind_name: ClassVar[str]
+    plural: ClassVar[str]
+    namespaced: ClassVar[bool]
+    short_names: ClassVar[tuple[str, ...]] = ()
+    printer_columns: ClassVar[tuple[dict[str, str], ...]] = ()
+    cel_rules: ClassVar[tuple[dict[str, str], ...]] = ()
+    description: ClassVar[str] = ""
+
+    api_version: str = c.API_VERSION
+    kind: str = ""
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+
+
+class SerialDevice(Resource):
+    kind_name = "SerialDevice"
+    plural = c.SERIALDEVICES
+    namespaced = False
+    short_names = ("sd",)
+    description = "A USB serial device KubeSerial finds on a node and serves over the network."
+    printer_columns = (
+        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        {
+            "name": "Available",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Available")].status',
+        },
+        {"name": "Node", "type": "string", "jsonPath": ".status.nodeName"},
+    )
+    cel_rules = (
+        {
+            "rule": "!has(self.spec.name) || self.spec.name == self.metadata.name",
+            "message": "spec.name must equal metadata.name",
+        },
+        {
+            "rule": f"size(self.metadata.name) <= {DEVICE_NAME_MAX}"
+            f" && self.metadata.name.matches('{DEVICE_NAME}')",
+            "message": f"metadata.name must be a DNS-1123 label of at most {DEVICE_NAME_MAX} characters"
+            " starting with a letter",
+        },
+    )
+
+    spec: SerialDeviceSpec
+    status: SerialDeviceStatus = Field(default_factory=SerialDeviceStatus)
+
+    def condition(self, condition_type: str) -> Condition | None:
+        return next((cond for cond in self.status.conditions if cond.type == condition_type), None)
+
+    def condition_is(self, condition_type: str, status: str) -> bool:
+        cond = self.condition(condition_type)
+        return cond is not None and cond.status == status
+
+
+class KubeSerial(Resource):
+    kind_name = "KubeSerial"
+    plural = c.KUBESERIALS
+    namespaced = True
+    short_names = ("ks",)
+    description = "A set of serial devices to manage, with shared settings."
+
+    spec: KubeSerialSpec
+    status: KubeSerialStatus = Field(default_factory=KubeSerialStatus)
+
+
+class Manager(Resource):
+    kind_name = "Manager"
+    plural = c.MANAGERS
+    namespaced = False
+    description = "An application KubeSerial runs for a device that names it (e.g. OctoPrint)."
+
+    spec: ManagerSpec
+
+
+class ManagerScheduleRequest(Resource):
+    kind_name = "ManagerScheduleRequest"
+    plural = c.MANAGERSCHEDULEREQUESTS
+    namespaced = False
+    short_names = ("msr",)
+    description = "A request, made by the controller, to run a Manager for a device."
+    printer_columns = (
+        {"name": "Device", "type": "string", "jsonPath": ".spec.device"},
+        {"name": "Manager", "type": "string", "jsonPath": ".spec.manager"},
+        {"name": "Fulfilled", "type": "boolean", "jsonPath": ".status.fulfilled"},
+    )
+
+    spec: ManagerScheduleRequestSpec
+    status: ManagerScheduleRequestStatus = Field(default_factory=ManagerScheduleRequestStatus)
+
+
+ALL_RESOURCES: tuple[type[Resource], ...] = (KubeSerial, SerialDevice, Manager, ManagerScheduleRequest)

@@ -1,0 +1,55 @@
+"""Status writes through the status subresource, with optimistic concurrency.
+
+Every write carries the resourceVersion it was computed from; on 409 Conflict the object is read
+again and `compute` decides afresh. That is what stops two monitors both claiming one device.
+"""
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kubeserial_common.conditions import ConditionUpdate, apply_conditions, differs, now_rfc3339
+from kubeserial_common.kube import CustomObjects, is_conflict
+
+StatusFunc = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+async def write_status(
+    objects: CustomObjects,
+    plural: str,
+    name: str,
+    compute: StatusFunc,
+    *,
+    namespace: str | None = None,
+    current: dict[str, Any] | None = None,
+    attempts: int = 5,
+) -> dict[str, Any] | None:
+    """Merge `compute(obj)` into obj.status; None from `compute` means nothing to write.
+
+    Returns the updated object, or None when nothing was written.
+    """
+    obj = current
+    for attempt in range(attempts):
+        if obj is None:
+            obj = await objects.get(plural, name, namespace=namespace)
+        status_patch = compute(obj)
+        if status_patch is None:
+            return None
+        body = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}, "status": status_patch}
+        try:
+            return await objects.patch_status(plural, name, body, namespace=namespace)
+        except Exception as exc:
+            if not is_conflict(exc) or attempt == attempts - 1:
+                raise
+            obj = None
+    return None
+
+
+def conditions_patch(
+    obj: dict[str, Any], updates: Iterable[ConditionUpdate], *, now: str | None = None
+) -> dict[str, Any] | None:
+    """The status patch that applies `updates`, or None when they change nothing that matters."""
+    updates = list(updates)
+    existing = obj.get("status", {}).get("conditions") or []
+    if not any(differs(existing, update) for update in updates):
+        return None
+    return {"conditions": apply_conditions(existing, updates, now=now or now_rfc3339())}

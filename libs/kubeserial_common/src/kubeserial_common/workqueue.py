@@ -1,0 +1,148 @@
+"""A work queue with controller-runtime semantics.
+
+- a key waiting in the queue is stored once, however often it is added;
+- a key is never handed to two workers at once: re-added while in flight, it is queued again
+  once the worker is done with it;
+- failures back off per key, exponentially, and success resets the backoff.
+"""
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    base: float = 0.05
+    cap: float = 60.0
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.cap, self.base * (2 ** max(0, failures - 1))))
+
+
+@dataclass
+class WorkQueue(Generic[K]):
+    backoff: Backoff = field(default_factory=Backoff)
+    _queue: asyncio.Queue[K] = field(default_factory=asyncio.Queue)
+    _waiting: set[K] = field(default_factory=set)
+    _processing: set[K] = field(default_factory=set)
+    _dirty: set[K] = field(default_factory=set)
+    _failures: dict[K, int] = field(default_factory=dict)
+    _timers: dict[K, asyncio.TimerHandle] = field(default_factory=dict)
+
+    def add(self, key: K) -> None:
+        if key in self._processing:
+            self._dirty.add(key)
+        elif key not in self._waiting:
+            self._waiting.add(key)
+            self._queue.put_nowait(key)
+
+    def add_after(self, key: K, delay: float) -> None:
+        """Queue `key` after `delay` seconds; an earlier pending timer for the key wins."""
+        loop = asyncio.get_running_loop()
+        existing = self._timers.get(key)
+        due = loop.time() + delay
+        if existing is not None and existing.when() <= due:
+            return
+        if existing is not None:
+            existing.cancel()
+        self._timers[key] = loop.call_at(due, self._fire, key)
+
+    def _fire(self, key: K) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def retry(self, key: K) -> float:
+        """Record a failure and requeue with backoff; returns the delay used."""
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = self.backoff.delay(failures)
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: K) -> None:
+        self._failures.pop(key, None)
+
+    async def get(self) -> K:
+        key = await self._queue.get()
+        self._waiting.discard(key)
+        self._processing.add(key)
+        return key
+
+    def done(self, key: K) -> None:
+        self._processing.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+
+    def depth(self) -> int:
+        return len(self._waiting)
+
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+
+class Requeue(Exception):
+    """Raise from a reconciler to be called again after `delay` seconds, without counting a failure."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"requeue after {delay}s")
+        self.delay = delay
+
+
+async def run_workers(
+    queue: WorkQueue[K],
+    reconcile: Callable[[K], Awaitable[float | None]],
+    *,
+    workers: int = 2,
+    name: str = "reconcile",
+    on_error: Callable[[K, BaseException], None] | None = None,
+) -> None:
+    """Run `workers` loops that feed keys to `reconcile` until cancelled.
+
+    `reconcile` returns None when converged, or a delay in seconds to be called again (a timed
+    re-check, like controller-runtime's RequeueAfter). Exceptions requeue with backoff.
+    """
+
+    async def worker() -> None:
+        while True:
+            key = await queue.get()
+            try:
+                again = await reconcile(key)
+            except Requeue as requeue:
+                queue.forget(key)
+                queue.add_after(key, requeue.delay)
+            except Exception as exc:
+                delay = queue.retry(key)
+                log.warning(
+                    f"{name} failed; retrying", key=str(key), retry_in=round(delay, 3), error=repr(exc)
+                )
+                if on_error is not None:
+                    on_error(key, exc)
+            else:
+                queue.forget(key)
+                if again is not None:
+                    queue.add_after(key, again)
+            finally:
+                queue.done(key)
+
+    tasks = [asyncio.create_task(worker(), name=f"{name}-worker-{i}") for i in range(workers)]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        queue.close()

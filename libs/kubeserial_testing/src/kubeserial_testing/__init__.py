@@ -1,0 +1,1 @@
+"""Development-only helpers: a real local control plane and simulated serial devices."""

