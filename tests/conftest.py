@@ -13,6 +13,8 @@ from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane
 
 CRD_DIR = REPO_ROOT / "deploy" / "kustomize" / "base" / "crd"
 SIMULATED_NODES = ("node-a", "node-b")
+KUBESERIAL_KINDS = "kubeserials,serialdevices,managers,managerschedulerequests"
+_planes: list[ControlPlane] = []
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +25,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         for node in SIMULATED_NODES:
             plane.register_node(node)
+        _planes.append(plane)
         yield plane
     finally:
         plane.stop()
@@ -46,3 +49,21 @@ def kubectl_json(control_plane: ControlPlane):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _clean_kubeserial_objects() -> Iterator[None]:
+    """Each test module starts from a cluster without KubeSerial objects from earlier modules."""
+    yield
+    for plane in _planes:
+        listed = plane.kubectl("get", KUBESERIAL_KINDS, "-A", "-o", "json", check=False)
+        for item in json.loads(listed.stdout or '{"items": []}').get("items", []):
+            meta = item["metadata"]
+            target = [f"{item['kind'].lower()}/{meta['name']}"] + (
+                ["-n", meta["namespace"]] if meta.get("namespace") else []
+            )
+            if meta.get("finalizers"):
+                plane.kubectl(
+                    "patch", *target, "--type=merge", "-p", '{"metadata":{"finalizers":null}}', check=False
+                )
+            plane.kubectl("delete", *target, "--wait=false", check=False)

@@ -3,6 +3,8 @@
 import argparse
 import os
 
+from kubeserial_common.constants import DEFAULT_NAMESPACE
+
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, health_port: int) -> None:
     parser.add_argument(
@@ -31,4 +33,11 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, health_port: int) -
         "--health-host",
         default=os.environ.get("KUBESERIAL_HEALTH_HOST", "0.0.0.0"),
         help="address for the health/metrics server",
+    )
+    parser.add_argument(
+        "--namespace",
+        default=os.environ.get("KUBESERIAL_NAMESPACE")
+        or os.environ.get("POD_NAMESPACE")
+        or DEFAULT_NAMESPACE,
+        help=f"namespace KubeSerial runs in: gateways, leases, events (default {DEFAULT_NAMESPACE})",
     )

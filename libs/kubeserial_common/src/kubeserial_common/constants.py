@@ -25,6 +25,8 @@ COMPONENT_LABEL: Final = "app.kubernetes.io/component"
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "kubeserial"
 
+DEFAULT_NAMESPACE: Final = "kubeserial"  # where gateways, managers, leases and Events live
+
 KUBESERIAL_FINALIZER: Final = f"{GROUP}/serialdevices"
 
 EXTENDED_RESOURCE_PREFIX: Final = "kubeserial.com/"
