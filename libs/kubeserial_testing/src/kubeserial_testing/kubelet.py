@@ -1,0 +1,170 @@
+"""A stand-in kubelet for the e2e tests: it runs the pods bound to one simulated node as local
+processes and reports their status, so Deployments become available for real.
+
+Only what the tests need: each container is mapped by a caller-supplied `launcher` to a command
+line and environment (or None to ignore it); a pod whose containers all run is reported Running
+and Ready through the pods/status subresource; a deleted pod has its processes stopped.
+"""
+
+import asyncio
+import contextlib
+import functools
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from kubernetes_asyncio import client
+
+from kubeserial_common.conditions import now_rfc3339
+from kubeserial_common.watching import Informer
+from kubeserial_testing.services import stop_process
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Launch:
+    argv: list[str]
+    env: dict[str, str]
+
+
+# (pod, container) -> how to run it here, or None when this container is not simulated.
+Launcher = Callable[[dict[str, Any], dict[str, Any]], Launch | None]
+
+
+def pod_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """Regular containers plus native sidecars (init containers that keep running)."""
+    spec = pod.get("spec", {})
+    sidecars = [c for c in spec.get("initContainers", []) if c.get("restartPolicy") == "Always"]
+    return sidecars + list(spec.get("containers", []))
+
+
+@dataclass
+class SimulatedKubelet:
+    api: client.ApiClient
+    node: str
+    launcher: Launcher
+    log_dir: Path
+    processes: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _informer: Informer | None = None
+
+    async def start(self) -> None:
+        core = client.CoreV1Api(self.api)
+        self._informer = Informer(
+            list_call=core.list_pod_for_all_namespaces,
+            list_kwargs={"field_selector": f"spec.nodeName={self.node}"},
+            handler=lambda _type, _obj: self._changed.set(),
+            name=f"kubelet-{self.node}",
+            resync_seconds=30,
+        )
+        self._task = asyncio.create_task(self._run(core))
+        await asyncio.wait_for(self._informer.synced.wait(), timeout=30)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for procs in self.processes.values():
+            for proc in procs:
+                await asyncio.to_thread(stop_process, proc)
+        self.processes.clear()
+
+    async def _run(self, core: client.CoreV1Api) -> None:
+        assert self._informer is not None
+        informer_task = asyncio.create_task(self._informer.run())
+        try:
+            while True:
+                await self._changed.wait()
+                self._changed.clear()
+                await self._sync(core)
+        finally:
+            informer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await informer_task
+
+    async def _sync(self, core: client.CoreV1Api) -> None:
+        assert self._informer is not None
+        wanted = {
+            pod["metadata"]["uid"]: pod
+            for pod in self._informer.cache.values()
+            if not pod["metadata"].get("deletionTimestamp")
+        }
+        for uid in list(self.processes):
+            if uid not in wanted:
+                for proc in self.processes.pop(uid):
+                    await asyncio.to_thread(stop_process, proc)
+                log.info("stopped pod", node=self.node, uid=uid)
+        for uid, pod in wanted.items():
+            if uid in self.processes:
+                continue
+            launches = [(c, self.launcher(pod, c)) for c in pod_containers(pod)]
+            runnable = [(c, launch) for c, launch in launches if launch is not None]
+            if not runnable:
+                continue
+            self.processes[uid] = [self._spawn(pod, c, launch) for c, launch in runnable]
+            await self._report_running(core, pod, [c["name"] for c, _ in runnable])
+
+    def _spawn(
+        self, pod: dict[str, Any], container: dict[str, Any], launch: Launch
+    ) -> subprocess.Popen[bytes]:
+        name = f"{pod['metadata']['name']}-{container['name']}"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{self.node}-{name}.log", "ab") as log_file:
+            proc = subprocess.Popen(
+                launch.argv,
+                env={**os.environ, **launch.env},
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        log.info(
+            "started container", node=self.node, pod=pod["metadata"]["name"], container=container["name"]
+        )
+        return proc
+
+    async def _report_running(self, core: client.CoreV1Api, pod: dict[str, Any], names: list[str]) -> None:
+        now = now_rfc3339()
+        statuses = [
+            {
+                "name": name,
+                "ready": True,
+                "started": True,
+                "restartCount": 0,
+                "image": "simulated",
+                "imageID": "simulated",
+                "state": {"running": {"startedAt": now}},
+            }
+            for name in names
+        ]
+        status = {
+            "status": {
+                "phase": "Running",
+                "hostIP": "127.0.0.1",
+                "podIP": "127.0.0.1",
+                "startTime": now,
+                "conditions": [
+                    {"type": t, "status": "True", "lastTransitionTime": now}
+                    for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+                ],
+                "containerStatuses": statuses,
+            }
+        }
+        meta = pod["metadata"]
+        patch = functools.partial(
+            core.patch_namespaced_pod_status,
+            meta["name"],
+            meta["namespace"],
+            status,
+            _content_type="application/merge-patch+json",
+        )
+        try:
+            await patch()
+        except Exception as exc:  # the pod may be gone already
+            log.warning("could not report pod status", pod=meta["name"], error=repr(exc))
