@@ -1,0 +1,159 @@
+"""Simulated USB serial adapters for tests: a umockdev testbed that can plug and unplug them.
+
+    with SimulatedUsb(tmp_path) as usb:
+        adapter = UsbAdapter(serial="A50285BI")
+        service_process(..., env=usb.env)   # the process under test sees the testbed's sysfs/udev
+        usb.plug(adapter)                   # `add` uevents, as from the kernel + udev
+        usb.unplug(adapter)                 # `remove` uevents, tty first
+
+The testbed lives in a driver process (umockdev_driver.py, Debian's Python with GI, under the
+preload). Processes started with `env` (LD_PRELOAD + UMOCKDEV_DIR) enumerate its devices with
+libudev/pyudev and receive its uevents over their netlink sockets.
+"""
+
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from kubeserial_testing.controlplane import REPO_ROOT
+
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "ftdi-ft232r.umockdev"
+PRELOAD = "libumockdev-preload.so.0"
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's: the one with python3-gi
+DRIVER = Path(__file__).with_name("umockdev_driver.py")
+_FIXTURE_SERIAL = "A50285BI"
+_FIXTURE_PORT = "usb1/1-1"
+
+
+@dataclass(frozen=True)
+class UsbAdapter:
+    """An FTDI FT232R like the recorded fixture, on USB port `port` of bus 1, with its own serial."""
+
+    serial: str = _FIXTURE_SERIAL
+    port: int = 1
+    vendor: str = "0403"
+    product: str = "6001"
+
+    @property
+    def by_id(self) -> str:
+        """The link udev's 60-serial.rules would make for it."""
+        return f"/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_{self.serial}-if00-port0"
+
+    @property
+    def by_path(self) -> str:
+        return f"/dev/serial/by-path/pci-0000:00:14.0-usb-0:{self.port}:1.0-port0"
+
+
+def tty_number(tty: str) -> int:
+    match = re.search(r"(\d+)$", tty)
+    return int(match.group(1)) if match else 0
+
+
+def adapter_description(adapter: UsbAdapter, *, tty: str, fixture: str | None = None) -> str:
+    """The recorded FT232R description, moved to `adapter`'s port, serial and ids, with its tty
+    named `tty` (e.g. ttyUSB3) and udev's by-id/by-path links on it."""
+    text = fixture if fixture is not None else FIXTURE.read_text(encoding="utf-8")
+    text = text.replace(_FIXTURE_SERIAL, adapter.serial)
+    text = text.replace(f"{_FIXTURE_PORT}/1-1:", f"usb1/1-{adapter.port}/1-{adapter.port}:")
+    text = re.sub(rf"{_FIXTURE_PORT}$", f"usb1/1-{adapter.port}", text, flags=re.MULTILINE)
+    text = re.sub(r"^A: devnum=\d+$", f"A: devnum={adapter.port + 1}", text, flags=re.MULTILINE)
+    text = re.sub(r"/dev/bus/usb/001/\d+", f"/dev/bus/usb/001/{adapter.port + 1:03d}", text)
+    text = re.sub(r"\b0403\b", adapter.vendor, text)
+    text = re.sub(r"\b6001\b", adapter.product, text)
+    text = text.replace("ttyUSB0", tty)
+    # ttyUSB<n> is char 188:<n>; umockdev links /sys/dev/char/<major:minor>, so they must differ.
+    text = re.sub(r"^A: dev=188:\d+$", f"A: dev=188:{tty_number(tty)}", text, flags=re.MULTILINE)
+    return text.replace(
+        f"E: DEVNAME=/dev/{tty}\n", f"E: DEVNAME=/dev/{tty}\nE: DEVLINKS={adapter.by_id} {adapter.by_path}\n"
+    )
+
+
+class SimulatedUsb:
+    """A umockdev testbed in a driver process; plug/unplug adapters; `env` for processes under test."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.root_dir = ""
+        self._proc: subprocess.Popen[str] | None = None
+        self._next_tty = 0
+        self.plugged: dict[UsbAdapter, str] = {}  # adapter -> its devnode (/dev/ttyUSBn)
+
+    def __enter__(self) -> "SimulatedUsb":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._proc = subprocess.Popen(
+            ["umockdev-wrapper", SYSTEM_PYTHON, str(DRIVER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=sys.stderr,
+            text=True,
+        )
+        words = self._read().split()
+        if len(words) != 2 or words[0] != "ready":
+            raise RuntimeError(f"umockdev driver did not start: {words!r}")
+        self.root_dir = words[1]
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for a process that should see this testbed instead of the host's devices."""
+        return {"LD_PRELOAD": PRELOAD, "UMOCKDEV_DIR": self.root_dir}
+
+    def plug(self, adapter: UsbAdapter) -> str:
+        """Add the adapter; returns its devnode. Each plug gets a fresh ttyUSB number, as the kernel
+        would while the old node is still held (and umockdev cannot reuse a node name)."""
+        tty = f"ttyUSB{self._next_tty}"
+        self._next_tty += 1
+        description = self.workdir / f"{adapter.serial}-{tty}.umockdev"
+        description.write_text(adapter_description(adapter, tty=tty), encoding="utf-8")
+        words = self._command(f"plug {self._key(adapter)} {description}")
+        self.plugged[adapter] = words[0] if words else f"/dev/{tty}"
+        return self.plugged[adapter]
+
+    def unplug(self, adapter: UsbAdapter) -> None:
+        self._command(f"unplug {self._key(adapter)}")
+        self.plugged.pop(adapter, None)
+
+    def close(self) -> None:
+        if self._proc is None:
+            return
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        assert self._proc.stdout is not None
+        self._proc.stdout.close()
+        self._proc = None
+
+    @staticmethod
+    def _key(adapter: UsbAdapter) -> str:
+        return f"{adapter.port}-{adapter.serial}"
+
+    def _command(self, line: str) -> list[str]:
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.write(line + "\n")
+        self._proc.stdin.flush()
+        words = self._read().split()
+        if not words or words[0] != "ok":
+            raise RuntimeError(f"umockdev driver: {line!r} failed: {' '.join(words)}")
+        return words[1:]
+
+    def _read(self) -> str:
+        assert self._proc is not None and self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"umockdev driver exited with {self._proc.poll()}")
+        return line.strip()

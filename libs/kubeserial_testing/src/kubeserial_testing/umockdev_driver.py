@@ -1,0 +1,69 @@
+"""umockdev testbed driver: run by Debian's /usr/bin/python3 (it has GI), under umockdev's preload.
+
+    umockdev-wrapper /usr/bin/python3 umockdev_driver.py
+
+Standard library + gi only: the venv Python that runs the tests cannot import gi, so it drives
+this script over pipes (kubeserial_testing.umockdev does that). Protocol, one line each way:
+
+    <- ready <testbed dir>
+    -> plug <key> <description file>     <- ok <devnode...> | error <message>
+    -> unplug <key>                      <- ok | error <message>
+    -> EOF: exit, removing the testbed
+
+`plug` adds the devices of a umockdev description (each emits an `add` uevent); `unplug` removes
+them children first, sending a `remove` uevent before each (removal itself sends none). The pty
+masters of the simulated ttys stay open in this process for as long as it runs.
+"""
+
+import sys
+
+import gi
+
+gi.require_version("UMockdev", "1.0")
+from gi.repository import UMockdev  # noqa: E402
+
+
+def sysfs_paths(description: str) -> list[str]:
+    """The devices a description adds, parents first, as /sys paths."""
+    return ["/sys" + line[3:].strip() for line in description.splitlines() if line.startswith("P: ")]
+
+
+def devnodes(description: str) -> list[str]:
+    return ["/dev/" + line[3:].strip() for line in description.splitlines() if line.startswith("N: ")]
+
+
+def main() -> int:
+    testbed = UMockdev.Testbed.new()
+    plugged: dict[str, list[str]] = {}
+    reply(f"ready {testbed.get_root_dir()}")
+    for line in sys.stdin:
+        words = line.split()
+        try:
+            if len(words) == 3 and words[0] == "plug":
+                key, path = words[1], words[2]
+                if key in plugged:
+                    raise ValueError(f"{key} is already plugged in")
+                with open(path, encoding="utf-8") as description_file:
+                    description = description_file.read()
+                testbed.add_from_string(description)
+                plugged[key] = sysfs_paths(description)
+                reply(" ".join(["ok", *devnodes(description)]))
+            elif len(words) == 2 and words[0] == "unplug":
+                for sys_path in reversed(plugged.pop(words[1])):
+                    testbed.uevent(sys_path, "remove")
+                    testbed.remove_device(sys_path)
+                reply("ok")
+            else:
+                reply(f"error unknown command {line.strip()!r}")
+        except Exception as exc:  # report, keep serving: the test decides what a failure means
+            reply(f"error {type(exc).__name__}: {exc}")
+    return 0
+
+
+def reply(text: str) -> None:
+    sys.stdout.write(text.replace("\n", " ") + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""kubeserial-monitor: one per node (DaemonSet). Finds USB serial devices with udev, claims the
+matching SerialDevices, advertises them as node extended resources and renews the node's Lease."""
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+
+import structlog
+
+from kubeserial_common.cli import add_common_arguments
+from kubeserial_common.health import HealthServer
+from kubeserial_common.kube import api_client
+from kubeserial_common.logs import configure_logging
+from kubeserial_monitor.metrics import Metrics
+from kubeserial_monitor.monitor import Monitor, Settings
+
+HEALTH_PORT = 8095  # hostNetwork: keep clear of the usual 8080
+
+log = structlog.get_logger("kubeserial_monitor")
+
+
+def parser() -> argparse.ArgumentParser:
+    result = argparse.ArgumentParser(
+        prog="kubeserial-monitor",
+        description="Watch this node's USB serial devices (udev hot-plug) and publish them to "
+        "SerialDevice status and the Node's kubeserial.com/<device> extended resources.",
+    )
+    add_common_arguments(result, health_port=HEALTH_PORT)
+    result.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME") or None,
+        help="the Node this monitor runs on (default $NODE_NAME, from the downward API)",
+    )
+    result.add_argument(
+        "--rescan-seconds",
+        type=float,
+        default=30.0,
+        help="full udev rescan interval; repairs any missed hot-plug event (default 30)",
+    )
+    result.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=300.0,
+        help="re-list SerialDevices this often besides watching them (default 300)",
+    )
+    result.add_argument(
+        "--lease-duration-seconds",
+        type=int,
+        default=40,
+        help="duration of the node Lease; the controller declares the node lost after it (default 40)",
+    )
+    result.add_argument(
+        "--lease-renew-seconds", type=float, default=10.0, help="node Lease renewal interval (default 10)"
+    )
+    return result
+
+
+async def serve(args: argparse.Namespace) -> int:
+    settings = Settings(
+        node=args.node_name,
+        namespace=args.namespace,
+        rescan_seconds=args.rescan_seconds,
+        resync_seconds=args.resync_seconds,
+        lease_duration_seconds=args.lease_duration_seconds,
+        lease_renew_seconds=args.lease_renew_seconds,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("starting", node=settings.node, namespace=settings.namespace)
+    async with api_client(args.kubeconfig) as api:
+        metrics = Metrics()
+        health = HealthServer(host=args.health_host, port=args.health_port, registry=metrics.registry)
+        monitor = Monitor(api, settings, metrics=metrics, health=health)
+        code = await monitor.run(stop)
+    log.info("stopped", node=settings.node, exit_code=code)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    arg_parser = parser()
+    args = arg_parser.parse_args(argv)
+    if not args.node_name:
+        arg_parser.error("--node-name (or $NODE_NAME) is required")
+    configure_logging(level=args.log_level, fmt=args.log_format)
+    return asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
