@@ -60,9 +60,19 @@ def api_message(exc: BaseException) -> str:
 
 
 async def read_json(response: Any) -> dict[str, Any]:
-    """Decode a `_preload_content=False` response into the plain dict the apiserver sent."""
-    data: dict[str, Any] = json.loads(await response.read())
+    """Decode a `_preload_content=False` response into the plain dict the apiserver sent.
+
+    The client does not check the HTTP status of raw responses, so a failure (404, 409, 422...)
+    would come back as a Status dict; raise it as the ApiException every caller expects.
+    """
+    body = await response.read()
     response.release()
+    if response.status >= 400:
+        exc = ApiException(status=response.status, reason=response.reason)
+        exc.body = body.decode("utf-8", errors="replace")
+        exc.headers = response.headers
+        raise exc
+    data: dict[str, Any] = json.loads(body)
     return data
 
 

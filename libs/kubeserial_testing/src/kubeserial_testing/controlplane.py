@@ -154,16 +154,19 @@ class ControlPlane:
             detach=detach,
         )
 
-    def start_apiserver(self, *, detach: bool = False) -> None:
+    def start_apiserver(
+        self, *, detach: bool = False, name: str = "kube-apiserver", port: int | None = None
+    ) -> None:
+        """Start a kube-apiserver on etcd; `name`/`port` allow a second one on the same etcd (fault tests)."""
         bins = control_plane_binaries()
         self._spawn(
-            "kube-apiserver",
+            name,
             [
                 str(bins / "kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
-                f"--secure-port={self.ports['apiserver']}",
+                f"--secure-port={port or self.ports['apiserver']}",
                 f"--tls-cert-file={self.pki_dir / 'apiserver.crt'}",
                 f"--tls-private-key-file={self.pki_dir / 'apiserver.key'}",
                 f"--client-ca-file={self.ca_file}",
@@ -228,7 +231,7 @@ class ControlPlane:
         context.load_cert_chain(str(self.pki_dir / "admin.crt"), str(self.pki_dir / "admin.key"))
         return context
 
-    def wait_ready(self, *, timeout: float = 90.0) -> None:
+    def wait_ready(self, *, timeout: float = 90.0, server: str | None = None) -> None:
         deadline = time.monotonic() + timeout
         context = self._ssl_context()
         last_error = ""
@@ -239,7 +242,8 @@ class ControlPlane:
                         f"{name} exited with {proc.returncode}; see {self.root}/logs/{name}.log"
                     )
             try:
-                with urllib.request.urlopen(f"{self.server}/readyz", context=context, timeout=2) as response:
+                url = f"{server or self.server}/readyz"
+                with urllib.request.urlopen(url, context=context, timeout=2) as response:
                     if response.status == 200:
                         return
             except Exception as exc:
@@ -249,9 +253,26 @@ class ControlPlane:
 
     def restart_apiserver(self) -> None:
         """Stop kube-apiserver and start it again on the same port (fault tests)."""
-        self._terminate("kube-apiserver")
+        self.stop_apiserver()
         self.start_apiserver()
         self.wait_ready()
+
+    def stop_apiserver(self) -> None:
+        self._terminate("kube-apiserver")
+
+    def etcdctl(self, *args: str) -> str:
+        binary = etcd_binary().parent / "etcdctl"
+        endpoint = f"--endpoints=http://127.0.0.1:{self.ports['etcd']}"
+        return subprocess.run(
+            [str(binary), endpoint, *args], check=True, capture_output=True, text=True
+        ).stdout
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to its current revision; older resourceVersions become 410 Gone."""
+        status = json.loads(self.etcdctl("endpoint", "status", "-w", "json"))
+        revision = int(status[0]["Status"]["header"]["revision"])
+        self.etcdctl("compact", str(revision), "--physical")
+        return revision
 
     def _terminate(self, name: str) -> None:
         proc = self.processes.pop(name, None)
@@ -265,8 +286,10 @@ class ControlPlane:
             proc.wait()
 
     def stop(self) -> None:
-        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
-            self._terminate(name)
+        for name in list(self.processes):
+            if name != "etcd":
+                self._terminate(name)
+        self._terminate("etcd")
 
     def _save_state(self) -> None:
         state = {
