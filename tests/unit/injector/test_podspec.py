@@ -149,7 +149,7 @@ def test_bridge_identity_follows_pod_and_first_container() -> None:
     bridge = result.spec["initContainers"][0]
     assert bridge["securityContext"]["runAsUser"] == 1001
     assert bridge["securityContext"]["runAsGroup"] == 3000
-    assert any("side" in w and "different users" in w for w in result.warnings)
+    assert any("side" in w and "runAsUser=1001" in w for w in result.warnings)
 
 
 def test_unknown_uid_warns() -> None:

@@ -298,13 +298,13 @@ def _bridge_identity(
     others = sorted(name for name, ident in identities.items() if ident != chosen)
     if others:
         warnings.append(
-            f"containers run as different users; the tty opens only in those running as container"
-            f" {main_name} does ({_describe(chosen)}), not in: {', '.join(others)}"
+            f"the tty opens only in containers running as {main_name} does ({_describe(chosen)}),"
+            f" not in: {', '.join(others)}"
         )
     if "runAsUser" not in chosen:
         warnings.append(
-            "no runAsUser is set for the app, so the bridge runs as its image's default user;"
-            " if the app image runs as another user it cannot open the tty: set securityContext.runAsUser"
+            "no runAsUser set: the tty bridge runs as its image's user;"
+            " set runAsUser if the app runs as another user"
         )
     return chosen
 

@@ -1,0 +1,257 @@
+"""kubeserial-injector: the mutating admission webhook that connects annotated pods to devices.
+
+python -m kubeserial_injector --port 8443                       # self-managed certificates
+python -m kubeserial_injector --cert-mode files --tls-cert-file tls.crt --tls-key-file tls.key
+"""
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import ssl
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import structlog
+import uvicorn
+from kubernetes_asyncio import client
+from prometheus_client import CollectorRegistry
+
+from kubeserial_common.cli import add_common_arguments
+from kubeserial_common.health import HealthServer
+from kubeserial_common.kube import api_client
+from kubeserial_common.logs import configure_logging
+from kubeserial_common.podspec import DEFAULT_BRIDGE_IMAGE, BridgeSettings
+from kubeserial_injector.app import AdmissionMetrics, create_app
+from kubeserial_injector.certs import SelfManagedCerts, TlsBundle, server_context, serving_names, write_files
+from kubeserial_injector.devices import DeviceCatalog
+
+log = structlog.get_logger("kubeserial_injector")
+
+SELF_MANAGED = "self-managed"
+FILES = "files"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubeserial-injector",
+        description="Mutating admission webhook: pods annotated app.kubeserial.com/inject-device=<device>"
+        " get the device's URLs in their environment and, in tty mode, a tty backed by a bridge sidecar.",
+    )
+    add_common_arguments(parser, health_port=8080)
+    env = os.environ.get
+    parser.add_argument("--host", default=env("KUBESERIAL_INJECTOR_HOST", "0.0.0.0"), help="webhook address")
+    parser.add_argument(
+        "--port", type=int, default=int(env("KUBESERIAL_INJECTOR_PORT", "8443")), help="webhook HTTPS port"
+    )
+    parser.add_argument(
+        "--bridge-image",
+        default=env("KUBESERIAL_BRIDGE_IMAGE", DEFAULT_BRIDGE_IMAGE),
+        help=f"image of the tty bridge sidecar (default {DEFAULT_BRIDGE_IMAGE})",
+    )
+    parser.add_argument(
+        "--bridge-image-pull-policy",
+        default=env("KUBESERIAL_BRIDGE_IMAGE_PULL_POLICY") or None,
+        choices=["Always", "IfNotPresent", "Never"],
+        help="imagePullPolicy of the bridge sidecar (default: the cluster's default)",
+    )
+    parser.add_argument(
+        "--cert-mode",
+        default=env("KUBESERIAL_INJECTOR_CERT_MODE", SELF_MANAGED),
+        choices=[SELF_MANAGED, FILES],
+        help="self-managed: keep a CA and certificate in --tls-secret and patch the webhook's caBundle;"
+        " files: serve --tls-cert-file/--tls-key-file (e.g. from cert-manager), reloaded on change",
+    )
+    parser.add_argument("--tls-cert-file", type=Path, help="serving certificate (files mode)")
+    parser.add_argument("--tls-key-file", type=Path, help="serving key (files mode)")
+    parser.add_argument(
+        "--tls-secret",
+        default="kubeserial-injector-tls",
+        help="Secret holding CA and certificate (self-managed)",
+    )
+    parser.add_argument(
+        "--webhook-config",
+        default="kubeserial-injector",
+        help="MutatingWebhookConfiguration whose caBundle to keep current (self-managed)",
+    )
+    parser.add_argument(
+        "--service-name",
+        default="kubeserial-injector",
+        help="Service in front of the webhook (certificate name)",
+    )
+    parser.add_argument(
+        "--extra-san",
+        action="append",
+        default=[],
+        help="additional DNS name or IP address for the self-managed certificate (repeatable)",
+    )
+    parser.add_argument(
+        "--cert-dir", type=Path, help="where to write the self-managed certificate (a temp dir)"
+    )
+    parser.add_argument(
+        "--cert-check-seconds",
+        type=float,
+        default=60.0,
+        help="how often to re-check the certificate and the caBundle",
+    )
+    return parser
+
+
+class WebhookServer(uvicorn.Server):
+    """uvicorn without its own signal handling: Injector stops it, then cleans up the rest."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Injector:
+    """Wires the pieces: device cache, TLS, webhook server, health server."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.registry = CollectorRegistry()
+        self.health = HealthServer(host=args.health_host, port=args.health_port, registry=self.registry)
+        self.metrics = AdmissionMetrics.register(self.registry)
+        self.settings = BridgeSettings(
+            image=args.bridge_image, namespace=args.namespace, image_pull_policy=args.bridge_image_pull_policy
+        )
+        self.server: uvicorn.Server | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def run(self) -> None:
+        main_task = asyncio.current_task()
+        assert main_task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_exit, main_task)
+        await self.health.start()
+        self.health.live_checks["process"] = lambda: True
+        async with api_client(self.args.kubeconfig) as api:
+            catalog = DeviceCatalog(api)
+            self.health.ready_checks["devices-synced"] = lambda: catalog.synced
+            self.health.ready_checks["serving"] = lambda: self.server is not None and self.server.started
+            self.tasks.append(asyncio.create_task(catalog.run(), name="devices"))
+            context = await self._tls(api)
+            app = create_app(lookup=catalog.lookup, settings=self.settings, metrics=self.metrics)
+            config = uvicorn.Config(
+                app,
+                host=self.args.host,
+                port=self.args.port,
+                ssl_context_factory=lambda _config, _default: context,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                timeout_keep_alive=30,  # the apiserver reuses connections; do not make it reconnect
+            )
+            self.server = WebhookServer(config)
+            try:
+                await self.server.serve()
+            finally:
+                await self._stop()
+
+    def _request_exit(self, main_task: "asyncio.Task[None]") -> None:
+        if self.server is not None:
+            self.server.should_exit = True  # graceful: finish in-flight admissions
+        else:
+            main_task.cancel()  # still starting up: nothing to drain
+
+    async def _tls(self, api: client.ApiClient) -> ssl.SSLContext:
+        args = self.args
+        if args.cert_mode == FILES:
+            if args.tls_cert_file is None or args.tls_key_file is None:
+                raise SystemExit("--cert-mode files needs --tls-cert-file and --tls-key-file")
+            context = server_context(args.tls_cert_file, args.tls_key_file)
+            self.tasks.append(asyncio.create_task(self._watch_files(context), name="tls-files"))
+            return context
+        certs = SelfManagedCerts(
+            api,
+            namespace=args.namespace,
+            secret_name=args.tls_secret,
+            webhook_config=args.webhook_config,
+            names=serving_names(args.service_name, args.namespace) + list(args.extra_san),
+        )
+        cert_dir = args.cert_dir or Path(tempfile.mkdtemp(prefix="kubeserial-injector-"))
+        bundle = await self._settle(certs)
+        context = server_context(*write_files(bundle, cert_dir))
+        self.tasks.append(
+            asyncio.create_task(self._keep_certs(certs, context, bundle, cert_dir), name="tls-self-managed")
+        )
+        return context
+
+    async def _settle(self, certs: SelfManagedCerts) -> TlsBundle:
+        """The first certificate; the apiserver may not answer yet, so retry with backoff."""
+        delay = 0.2
+        while True:
+            try:
+                bundle = await certs.ensure_secret()
+                await certs.ensure_ca_bundle(bundle.ca_pem)
+                return bundle
+            except Exception as exc:
+                log.warning("certificate setup failed; retrying", error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _keep_certs(
+        self, certs: SelfManagedCerts, context: ssl.SSLContext, bundle: TlsBundle, cert_dir: Path
+    ) -> None:
+        """Follow the Secret (another replica may rotate it) and keep the caBundle current."""
+        while True:
+            await asyncio.sleep(self.args.cert_check_seconds)
+            try:
+                fresh = await certs.ensure_secret()
+                if fresh.fingerprint() != bundle.fingerprint():
+                    # Trust first, then serve: the bundle holds old and new CA during rotation.
+                    await certs.ensure_ca_bundle(fresh.ca_pem)
+                    context.load_cert_chain(*map(str, write_files(fresh, cert_dir)))
+                    bundle = fresh
+                    log.info("serving a new certificate", fingerprint=fresh.fingerprint())
+                else:
+                    await certs.ensure_ca_bundle(fresh.ca_pem)
+            except Exception as exc:
+                log.warning("certificate check failed", error=repr(exc))
+
+    async def _watch_files(self, context: ssl.SSLContext) -> None:
+        """Reload the certificate files when their contents change (cert-manager renews in place)."""
+        cert_file, key_file = self.args.tls_cert_file, self.args.tls_key_file
+        seen = _digest(cert_file, key_file)
+        while True:
+            await asyncio.sleep(self.args.cert_check_seconds)
+            try:
+                current = _digest(cert_file, key_file)
+                if current != seen:
+                    context.load_cert_chain(str(cert_file), str(key_file))
+                    seen = current
+                    log.info("reloaded certificate files", cert=str(cert_file))
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("could not reload certificate files", error=repr(exc))
+
+    async def _stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.health.stop()
+
+
+def _digest(*paths: Path) -> str:
+    return hashlib.sha256(b"".join(path.read_bytes() for path in paths)).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(level=args.log_level, fmt=args.log_format)
+    log.info("starting", port=args.port, cert_mode=args.cert_mode, bridge_image=args.bridge_image)
+    with contextlib.suppress(asyncio.CancelledError):
+        asyncio.run(Injector(args).run())
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
