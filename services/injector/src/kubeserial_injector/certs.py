@@ -149,10 +149,11 @@ def renewal_reason(bundle: TlsBundle | None, names: Sequence[str], *, now: datet
     if cert.not_valid_after_utc - now < RENEW_BEFORE:
         return f"expires {cert.not_valid_after_utc:%Y-%m-%d}"
     try:
-        covered = set(map(str, cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value))
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        covered = {str(san.value) for san in sans}
     except x509.ExtensionNotFound:
         covered = set()
-    wanted = {str(san) for san in _subject_alt_names(names)}
+    wanted = {str(san.value) for san in _subject_alt_names(names)}
     if not wanted <= covered:
         return f"does not cover {', '.join(sorted(wanted - covered))}"
     return None
