@@ -2,7 +2,9 @@
 # Debian packages the tests need; installs only what is missing (idempotent, uses apt's cache).
 set -euo pipefail
 PACKAGES=(umockdev gir1.2-umockdev-1.0 python3-gi socat ser2net)
-if [[ "${KUBESERIAL_WITH_DOCKER:-0}" == "1" ]]; then PACKAGES+=(docker.io busybox-static); fi
+# The image tests need a container engine, mmdebstrap for the locally made base image and a static
+# busybox for the app image (tests/integration/test_images*.py); KUBESERIAL_WITH_DOCKER=0 skips them.
+if [[ "${KUBESERIAL_WITH_DOCKER:-1}" == "1" ]]; then PACKAGES+=(docker.io busybox-static mmdebstrap); fi
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

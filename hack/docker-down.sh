@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Stop the project's dockerd (by the pid in its pid file) if it runs; idempotent. Images stay cached.
+set -euo pipefail
+source "$(cd "$(dirname "$0")" && pwd)/docker-env.sh"
+[[ -f "$KUBESERIAL_DOCKER_PIDFILE" ]] || exit 0
+pid="$(cat "$KUBESERIAL_DOCKER_PIDFILE")"
+if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+  kill -TERM "$pid"
+  # dockerd stops its containers first (up to their stop timeout), then its containerd.
+  for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+fi
+rm -f "$KUBESERIAL_DOCKER_PIDFILE"

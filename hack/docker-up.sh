@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Start the project's own dockerd unless it already answers on the project's socket (idempotent).
+# No bridge network and no iptables (neither works here): containers use --network=host or none.
+# Prints the DOCKER_HOST to use. Stop it with hack/docker-down.sh.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/docker-env.sh"
+
+answering() { "$KUBESERIAL_DOCKER_CLI" version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+if answering; then echo "DOCKER_HOST=$DOCKER_HOST"; exit 0; fi
+KUBESERIAL_WITH_DOCKER=1 "$here/install-system-deps.sh"
+[[ "$(id -u)" -eq 0 ]] || { echo "dockerd needs root (rootless docker is not set up here)" >&2; exit 1; }
+mkdir -p "$KUBESERIAL_DOCKER_RUN" "$KUBESERIAL_DOCKER_DIR/data"
+exec 9>"$KUBESERIAL_DOCKER_RUN/up.lock"
+flock 9
+if answering; then echo "DOCKER_HOST=$DOCKER_HOST"; exit 0; fi
+# A pid file left by a dockerd that died would stop the next one from starting.
+if [[ -f "$KUBESERIAL_DOCKER_PIDFILE" ]]; then
+  old="$(cat "$KUBESERIAL_DOCKER_PIDFILE")"
+  if [[ -n "$old" ]] && kill -0 "$old" 2>/dev/null; then
+    echo "dockerd (pid $old) is running but not answering on $DOCKER_HOST; see $KUBESERIAL_DOCKER_DIR/dockerd.log" >&2
+    exit 1
+  fi
+  rm -f "$KUBESERIAL_DOCKER_PIDFILE"
+fi
+log="$KUBESERIAL_DOCKER_DIR/dockerd.log"
+setsid dockerd \
+  --host "$DOCKER_HOST" \
+  --data-root "$KUBESERIAL_DOCKER_DIR/data" \
+  --exec-root "$KUBESERIAL_DOCKER_RUN/exec" \
+  --pidfile "$KUBESERIAL_DOCKER_PIDFILE" \
+  --bridge=none --iptables=false --ip-masq=false \
+  >>"$log" 2>&1 </dev/null &
+for _ in $(seq 1 600); do
+  if answering; then echo "DOCKER_HOST=$DOCKER_HOST"; exit 0; fi
+  kill -0 $! 2>/dev/null || break
+  sleep 0.1
+done
+echo "dockerd did not come up on $DOCKER_HOST; last lines of $log:" >&2
+tail -n 20 "$log" >&2
+exit 1

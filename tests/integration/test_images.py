@@ -1,0 +1,217 @@
+"""Every service image builds offline (hack/images/build.sh, the project's own dockerd) and its
+service starts in a real container: `--help` exits 0 and its health endpoint answers. Containers
+use --network=host (the engine has no bridge network) and reach the test control plane on loopback
+with their component's ServiceAccount token, so the shipped RBAC is exercised from inside too."""
+
+import base64
+import os
+import select
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubeserial_testing import pki
+from kubeserial_testing.controlplane import ControlPlane, free_port
+from kubeserial_testing.docker import (
+    SERVICES,
+    BuiltImages,
+    Docker,
+    build_images,
+    running_container,
+    start_engine,
+    stop_engine,
+    wait_healthy,
+)
+from kubeserial_testing.services import apply_rbac, wait_for
+
+# Setup of the first test may build the images from cold (a few minutes); warm it takes seconds.
+pytestmark = [pytest.mark.docker, pytest.mark.controlplane, pytest.mark.timeout(1500)]
+NAMESPACE = "kubeserial"
+EXPECTED_USER = {"controller": "65532:65532", "injector": "65532:65532", "monitor": "0:0", "gateway": "0:0"}
+KUBECONFIG = "/etc/kubeserial/kubeconfig"  # where a container finds its ServiceAccount kubeconfig
+
+
+@pytest.fixture(scope="module")
+def docker() -> Iterator[Docker]:
+    engine, started = start_engine()
+    yield engine
+    if started:
+        stop_engine(engine)
+
+
+@pytest.fixture(scope="module")
+def images(docker: Docker) -> BuiltImages:
+    return build_images(docker)
+
+
+def kubeconfig_mount(control_plane: ControlPlane, component: str, directory: Path) -> list[str]:
+    """docker options mounting the component's ServiceAccount kubeconfig at KUBECONFIG, with the CA
+    inline (one file, readable by a non-root container user)."""
+    config = yaml.safe_load(apply_rbac(control_plane, component).read_text())
+    for cluster in config["clusters"]:
+        ca_path = Path(cluster["cluster"].pop("certificate-authority"))
+        cluster["cluster"]["certificate-authority-data"] = base64.b64encode(ca_path.read_bytes()).decode()
+    path = directory / f"{component}.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o644)
+    return ["-v", f"{path}:{KUBECONFIG}:ro"]
+
+
+def read_exactly(fd: int, count: int, *, timeout: float = 10.0) -> bytes:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while len(data) < count:
+        remaining = deadline - time.monotonic()
+        readable, _, _ = select.select([fd], [], [], max(remaining, 0))
+        if not readable:
+            raise AssertionError(f"read {data!r}, wanted {count} bytes within {timeout}s")
+        data += os.read(fd, count - len(data))
+    return data
+
+
+def test_app_image_has_no_python_and_no_socat(docker: Docker, images: BuiltImages) -> None:
+    probe = docker(
+        "run", "--rm", "--network=none", images.busybox, "sh", "-c",
+        "for tool in python3 python socat; do command -v $tool && exit 1; done; stty --help 2>&1 | head -1",
+    )  # fmt: skip
+    assert probe.stdout.startswith("BusyBox")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_image_runs_the_service_as_its_user_without_build_tools(
+    docker: Docker, images: BuiltImages, service: str
+) -> None:
+    tag = images.services[service]
+    config = docker("image", "inspect", "-f", "{{json .Config.User}} {{json .Config.Entrypoint}}", tag)
+    assert config.stdout.split() == [f'"{EXPECTED_USER[service]}"', f'["python","-m","kubeserial_{service}"]']
+    # The runtime stage holds the venv only: no wheels, no pip.
+    leftovers = docker(
+        "run", "--rm", "--network=none", "--entrypoint", "sh", tag, "-c",
+        "ls -d /wheels /src 2>/dev/null; python -m pip --version 2>/dev/null; true",
+    )  # fmt: skip
+    assert leftovers.stdout == ""
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_help_exits_zero(docker: Docker, images: BuiltImages, service: str) -> None:
+    shown = docker("run", "--rm", "--network=none", images.services[service], "--help", check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("usage: ")
+
+
+def test_gateway_serves_a_pty_in_a_container(docker: Docker, images: BuiltImages, tmp_path: Path) -> None:
+    """The device is a pty whose master the test holds; it reaches the container as a bind mount
+    (--device does not work for ptys)."""
+    master, slave = os.openpty()
+    raw_port, rfc2217_port, health_port = free_port(), free_port(), free_port()
+    try:
+        with running_container(
+            docker,
+            images.services["gateway"],
+            ["serve", "--device", "/dev/ttyUSB0", "--raw-port", str(raw_port),
+             "--rfc2217-port", str(rfc2217_port), "--health-port", str(health_port)],
+            options=["--network=host", "-v", f"{os.ttyname(slave)}:/dev/ttyUSB0"],
+            log_path=tmp_path / "gateway.log",
+        ) as name:  # fmt: skip
+            wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/healthz")
+            wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/readyz")
+            with socket.create_connection(("127.0.0.1", raw_port), timeout=10) as client:
+                client.sendall(b"to-device")
+                assert read_exactly(master, len(b"to-device")) == b"to-device"
+                os.write(master, b"from-device")
+                received = b""
+                while len(received) < len(b"from-device"):
+                    received += client.recv(64)
+                assert received == b"from-device"
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_monitor_in_a_container_renews_its_node_lease(
+    docker: Docker, images: BuiltImages, control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    node = f"img-node-{os.urandom(3).hex()}"
+    control_plane.register_node(node)
+    lease = f"kubeserial-monitor-{node}"
+    health_port = free_port()
+    try:
+        with running_container(
+            docker,
+            images.services["monitor"],
+            ["--node-name", node, "--health-port", str(health_port), "--kubeconfig", KUBECONFIG],
+            options=["--network=host", *kubeconfig_mount(control_plane, "monitor", tmp_path)],
+            log_path=tmp_path / "monitor.log",
+        ) as name:
+            wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/healthz")
+            wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/readyz")
+            lease_exists = ("get", "lease", lease, "-n", NAMESPACE)
+            wait_for(
+                lambda: control_plane.kubectl(*lease_exists, check=False).returncode == 0,
+                message=f"Lease {lease} from the monitor container",
+            )
+    finally:
+        control_plane.kubectl("delete", "lease", lease, "-n", NAMESPACE, check=False)
+        control_plane.kubectl("delete", "node", node, "--wait=false", check=False)
+
+
+def test_controller_in_a_container_becomes_leader(
+    docker: Docker, images: BuiltImages, control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    # Its own leader Lease, so it never competes with controllers that other tests run.
+    lease = f"img-controller-{os.urandom(3).hex()}"
+    health_port = free_port()
+    try:
+        with running_container(
+            docker,
+            images.services["controller"],
+            ["--leader-election-id", lease, "--health-port", str(health_port), "--kubeconfig", KUBECONFIG],
+            options=["--network=host", *kubeconfig_mount(control_plane, "controller", tmp_path)],
+            log_path=tmp_path / "controller.log",
+        ) as name:
+            wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/healthz")
+            wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/readyz")
+            holder = control_plane.kubectl(
+                "get", "lease", lease, "-n", NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}", check=False
+            )
+            assert holder.returncode == 0 and holder.stdout, holder.stderr
+    finally:
+        control_plane.kubectl("delete", "lease", lease, "-n", NAMESPACE, check=False)
+
+
+def test_injector_in_a_container_serves_tls(
+    docker: Docker, images: BuiltImages, control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """Certificate files mode (as with cert-manager), so the test touches no shared Secret."""
+    ca_pair, ca_key, ca_cert = pki.make_ca()
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    _, key_file = pki.issue(
+        ca_key, ca_cert, common_name="kubeserial-injector", dns_names=("localhost",),
+        ip_addresses=("127.0.0.1",), server=True,
+    ).write(certs, "tls")  # fmt: skip
+    key_file.chmod(0o644)  # a throwaway key, readable by the image's non-root user
+    port, health_port = free_port(), free_port()
+    mounts = ["-v", f"{certs}:/certs:ro", *kubeconfig_mount(control_plane, "injector", tmp_path)]
+    with running_container(
+        docker,
+        images.services["injector"],
+        ["--cert-mode", "files", "--tls-cert-file", "/certs/tls.crt", "--tls-key-file", "/certs/tls.key",
+         "--port", str(port), "--health-port", str(health_port), "--kubeconfig", KUBECONFIG],
+        options=["--network=host", *mounts],
+        log_path=tmp_path / "injector.log",
+    ) as name:  # fmt: skip
+        wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/healthz")
+        wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/readyz")
+        context = ssl.create_default_context(cadata=ca_pair.cert_pem.decode())
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            peer = tls.getpeercert()
+            assert peer is not None and peer["subject"] == ((("commonName", "kubeserial-injector"),),)
