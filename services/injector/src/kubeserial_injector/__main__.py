@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import signal
 import ssl
@@ -149,6 +150,9 @@ class Injector:
                 timeout_keep_alive=30,  # the apiserver reuses connections; do not make it reconnect
             )
             self.server = WebhookServer(config)
+            # uvicorn's own lifecycle lines are plain text; ours below are structured.
+            logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+            log.info("serving webhook", host=self.args.host, port=self.args.port, path="/mutate")
             try:
                 await self.server.serve()
             finally:
