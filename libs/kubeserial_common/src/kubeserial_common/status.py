@@ -2,19 +2,36 @@
 
 Every write carries the resourceVersion it was computed from; on 409 Conflict the object is read
 again and `compute` decides afresh. That is what stops two monitors both claiming one device.
+
+This module deliberately does not import kubernetes_asyncio (kubeserial_common.kube does): the
+gateway runs once per device and writes status through a small client of its own to stay small.
 """
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from kubeserial_common.conditions import ConditionUpdate, apply_conditions, differs, now_rfc3339
-from kubeserial_common.kube import CustomObjects, is_conflict
 
 StatusFunc = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
+class StatusObjects(Protocol):
+    """What write_status needs: kubeserial_common.kube.CustomObjects, or any client with these calls."""
+
+    async def get(self, plural: str, name: str, *, namespace: str | None = None) -> dict[str, Any]: ...
+
+    async def patch_status(
+        self, plural: str, name: str, body: Any, *, namespace: str | None = None
+    ) -> dict[str, Any]: ...
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    # ApiException and the gateway's own client error both carry the HTTP status as `.status`.
+    return getattr(exc, "status", None) == 409
+
+
 async def write_status(
-    objects: CustomObjects,
+    objects: StatusObjects,
     plural: str,
     name: str,
     compute: StatusFunc,
@@ -38,7 +55,7 @@ async def write_status(
         try:
             return await objects.patch_status(plural, name, body, namespace=namespace)
         except Exception as exc:
-            if not is_conflict(exc) or attempt == attempts - 1:
+            if not _is_conflict(exc) or attempt == attempts - 1:
                 raise
             obj = None
     return None
