@@ -22,12 +22,20 @@ def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def lease_expiry(spec: dict[str, Any]) -> datetime | None:
+    """renewTime (or acquireTime) + leaseDurationSeconds; None when the lease was never renewed."""
+    renew = spec.get("renewTime") or spec.get("acquireTime")
+    if not renew:
+        return None
+    return parse_time(renew) + timedelta(seconds=int(spec.get("leaseDurationSeconds") or 0))
+
+
 def lease_expired(spec: dict[str, Any], *, now: datetime) -> bool:
     """A lease is expired when renewTime + leaseDurationSeconds is in the past (or it was never held)."""
-    renew = spec.get("renewTime") or spec.get("acquireTime")
-    if not renew or not spec.get("holderIdentity"):
+    expiry = lease_expiry(spec)
+    if expiry is None or not spec.get("holderIdentity"):
         return True
-    return parse_time(renew) + timedelta(seconds=int(spec.get("leaseDurationSeconds") or 0)) < now
+    return expiry < now
 
 
 class LeaseHolder:
