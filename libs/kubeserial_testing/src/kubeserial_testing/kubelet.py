@@ -43,6 +43,32 @@ def pod_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return sidecars + list(spec.get("containers", []))
 
 
+def running_pod_status(container_names: list[str], *, now: str) -> dict[str, Any]:
+    """A pod status a kubelet reports once these containers run: phase Running, Ready True."""
+    return {
+        "phase": "Running",
+        "hostIP": "127.0.0.1",
+        "podIP": "127.0.0.1",
+        "startTime": now,
+        "conditions": [
+            {"type": t, "status": "True", "lastTransitionTime": now}
+            for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+        ],
+        "containerStatuses": [
+            {
+                "name": name,
+                "ready": True,
+                "started": True,
+                "restartCount": 0,
+                "image": "simulated",
+                "imageID": "simulated",
+                "state": {"running": {"startedAt": now}},
+            }
+            for name in container_names
+        ],
+    }
+
+
 @dataclass
 class SimulatedKubelet:
     api: client.ApiClient
@@ -130,32 +156,7 @@ class SimulatedKubelet:
         return proc
 
     async def _report_running(self, core: client.CoreV1Api, pod: dict[str, Any], names: list[str]) -> None:
-        now = now_rfc3339()
-        statuses = [
-            {
-                "name": name,
-                "ready": True,
-                "started": True,
-                "restartCount": 0,
-                "image": "simulated",
-                "imageID": "simulated",
-                "state": {"running": {"startedAt": now}},
-            }
-            for name in names
-        ]
-        status = {
-            "status": {
-                "phase": "Running",
-                "hostIP": "127.0.0.1",
-                "podIP": "127.0.0.1",
-                "startTime": now,
-                "conditions": [
-                    {"type": t, "status": "True", "lastTransitionTime": now}
-                    for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
-                ],
-                "containerStatuses": statuses,
-            }
-        }
+        status = {"status": running_pod_status(names, now=now_rfc3339())}
         meta = pod["metadata"]
         patch = functools.partial(
             core.patch_namespaced_pod_status,
