@@ -1,0 +1,182 @@
+"""kubeserial-controller: KubeSerial, SerialDevice, ManagerScheduleRequest and node-liveness reconcilers.
+
+Only the holder of the leader Lease reconciles; a replica that loses it exits so its pod restarts
+clean, and a standby takes over once the Lease expires (at once when the old leader released it).
+"""
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import Coroutine
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from kubeserial_common.cli import add_common_arguments
+from kubeserial_common.health import HealthServer
+from kubeserial_common.kube import api_client
+from kubeserial_common.leases import LeaseHolder
+from kubeserial_common.logs import configure_logging
+from kubeserial_controller.controller import Controller
+from kubeserial_controller.desired import Images
+from kubeserial_controller.metrics import ControllerMetrics
+from kubeserial_controller.reconcilers import Settings
+
+log = structlog.get_logger("kubeserial_controller")
+
+DEFAULT_GATEWAY_IMAGE = "kubeserial/gateway:latest"
+EXIT_LOST_LEADERSHIP = 3
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="kubeserial-controller",
+        description="Reconcile KubeSerials into SerialDevices, available SerialDevices into gateways and "
+        "ManagerScheduleRequests, and requests into manager workloads. Leader-elected.",
+    )
+    add_common_arguments(parser, health_port=8080)
+    parser.add_argument(
+        "--gateway-image",
+        default=os.environ.get("KUBESERIAL_GATEWAY_IMAGE", DEFAULT_GATEWAY_IMAGE),
+        help=f"image of the per-device gateway and the tty bridge (default {DEFAULT_GATEWAY_IMAGE})",
+    )
+    parser.add_argument(
+        "--image-pull-policy",
+        default=os.environ.get("KUBESERIAL_IMAGE_PULL_POLICY", "IfNotPresent"),
+        choices=["Always", "IfNotPresent", "Never"],
+        help="pull policy for the gateway image (default IfNotPresent, so locally loaded images work)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=4,
+        help="concurrent reconciles per kind (default 4; a key never runs twice at once)",
+    )
+    parser.add_argument(
+        "--node-grace-seconds",
+        type=float,
+        default=10.0,
+        help="how long after a monitor Lease expires (or a claim was last confirmed) the node counts as lost "
+        "and its devices get Available=Unknown/NodeLost (default 10)",
+    )
+    parser.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=300.0,
+        help="full LIST of every watched kind this often, re-reconciling everything (default 300)",
+    )
+    parser.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="hold a coordination Lease before reconciling, so two replicas never both act (default on)",
+    )
+    parser.add_argument(
+        "--leader-election-id",
+        default="kubeserial-controller",
+        help="name of the leader Lease (kubeserial-controller)",
+    )
+    parser.add_argument(
+        "--lease-duration", type=int, default=15, help="leader Lease duration in seconds (15)"
+    )
+    parser.add_argument(
+        "--renew-interval", type=float, default=5.0, help="leader Lease renewal period in seconds (5)"
+    )
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.renew_interval >= args.lease_duration:
+        parser.error("--renew-interval must be shorter than --lease-duration")
+    return args
+
+
+async def serve(args: argparse.Namespace) -> int:
+    registry = CollectorRegistry()
+    metrics = ControllerMetrics(registry)
+    settings = Settings(
+        namespace=args.namespace,
+        images=Images(gateway=args.gateway_image, pull_policy=args.image_pull_policy),
+        node_grace=timedelta(seconds=args.node_grace_seconds),
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with api_client(args.kubeconfig) as api:
+        controller = Controller(
+            api, settings=settings, metrics=metrics, workers=args.workers, resync_seconds=args.resync_seconds
+        )
+        health = HealthServer(
+            host=args.health_host,
+            port=args.health_port,
+            registry=registry,
+            ready_checks={"caches-synced": controller.world.synced},
+        )
+        await health.start()
+        ended = asyncio.Event()  # a background task stopped by itself: that is a crash
+        lost = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+
+        def start(name: str, coro: Coroutine[Any, Any, None]) -> None:
+            task = asyncio.create_task(coro, name=name)
+            task.add_done_callback(lambda t: None if t.cancelled() else ended.set())
+            tasks.append(task)
+
+        async def acquired() -> None:
+            metrics.leader.set(1)
+            start("workers", controller.run_workers())
+
+        async def lost_leadership() -> None:
+            metrics.leader.set(0)
+            lost.set()
+
+        start("informers", controller.run_informers())
+        holder: LeaseHolder | None = None
+        if args.leader_election:
+            holder = LeaseHolder(
+                api,
+                name=args.leader_election_id,
+                namespace=args.namespace,
+                identity=f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
+                duration_seconds=args.lease_duration,
+                renew_seconds=args.renew_interval,
+            )
+            start("leader-election", holder.run(on_acquired=acquired, on_lost=lost_leadership))
+        else:
+            await acquired()
+        waits = [asyncio.ensure_future(event.wait()) for event in (stop, lost, ended)]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in [*tasks, *waits]:
+            task.cancel()
+        for task in [*tasks, *waits]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        crashed = [t.get_name() for t in tasks if t.done() and not t.cancelled() and t.exception()]
+        if holder is not None:
+            await holder.release()
+        await health.stop()
+    if lost.is_set():
+        log.error("lost the leader Lease; exiting so a fresh replica can take over")
+        return EXIT_LOST_LEADERSHIP
+    if crashed or (ended.is_set() and not stop.is_set()):
+        log.error("a background task ended unexpectedly", tasks=crashed)
+        return 1
+    log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging(level=args.log_level, fmt=args.log_format)
+    return asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Wiring: informers feed one work queue per kind; workers run the reconcilers on queued keys."""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, TypeVar
+
+import structlog
+from kubernetes_asyncio import client
+
+from kubeserial_common import constants as c
+from kubeserial_common.events import EventRecorder
+from kubeserial_common.kube import CustomObjects, api_message, status_code
+from kubeserial_common.watching import run_informers
+from kubeserial_common.workqueue import WorkQueue, run_workers
+from kubeserial_controller import decisions as d
+from kubeserial_controller.apply import Applier
+from kubeserial_controller.metrics import ControllerMetrics
+from kubeserial_controller.reconcilers import KubeSerialKey, Reconcilers, Settings
+from kubeserial_controller.world import World
+
+log = structlog.get_logger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+COMPONENT = "kubeserial-controller"
+
+
+class Controller:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        settings: Settings,
+        metrics: ControllerMetrics,
+        workers: int = 4,
+        resync_seconds: float = 300.0,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.workers = workers
+        self.kubeserials: WorkQueue[KubeSerialKey] = WorkQueue()
+        self.devices: WorkQueue[str] = WorkQueue()
+        self.requests: WorkQueue[str] = WorkQueue()
+        self.nodes: WorkQueue[str] = WorkQueue()
+        self.world = World(
+            api, namespace=settings.namespace, on_event=self.on_event, resync_seconds=resync_seconds
+        )
+        self.reconcilers = Reconcilers(
+            self.world,
+            applier=Applier(api),
+            objects=CustomObjects(api),
+            # Events about cluster-scoped objects must live in "default": the apiserver refuses others.
+            recorder=EventRecorder(api, component=COMPONENT),
+            settings=settings,
+            wake_device=self.devices.add,
+        )
+        for kind, queue in self._queues().items():
+            metrics.track_queue(kind, queue.depth)
+        metrics.track_devices(self.world.all_devices)
+
+    def _queues(self) -> dict[str, WorkQueue[Any]]:
+        return {
+            "KubeSerial": self.kubeserials,
+            "SerialDevice": self.devices,
+            "ManagerScheduleRequest": self.requests,
+            "Node": self.nodes,
+        }
+
+    # -- watch events -> keys --------------------------------------------------------------------
+
+    def on_event(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
+        """Map a change of any watched object to the keys whose desired state may depend on it."""
+        meta = obj.get("metadata") or {}
+        name = str(meta.get("name", ""))
+        if kind == "KubeSerial":
+            namespace = str(meta.get("namespace", ""))
+            self.kubeserials.add((namespace, name))
+            # Ingress settings feed the manager objects of this KubeSerial's devices.
+            for device in self.world.devices_of(namespace, name):
+                self._requeue_requests_of(device["metadata"]["name"])
+        elif kind == "SerialDevice":
+            self.devices.add(name)
+            label = (meta.get("labels") or {}).get(c.KUBESERIAL_LABEL, "")
+            namespace, _, owner = label.partition(".")
+            if owner:
+                self.kubeserials.add((namespace, owner))
+            self._requeue_requests_of(name)
+        elif kind == "Manager":
+            for device_name in self.world.devices_naming(name):
+                self.devices.add(device_name)
+            for request in self.world.requests_where("manager", name):
+                self.requests.add(request["metadata"]["name"])
+        elif kind == "ManagerScheduleRequest":
+            self.requests.add(name)
+            wanted_by = (obj.get("spec") or {}).get("device")
+            if wanted_by:
+                self.devices.add(str(wanted_by))
+        elif kind == "Lease":
+            node = d.node_from_lease_name(name)
+            if node is not None:
+                self.nodes.add(node)
+        else:  # our Deployments, Services, ConfigMaps, Ingresses: wake their owner
+            owner = d.controller_owner(obj)
+            if owner is None:
+                return
+            if owner.get("kind") == "SerialDevice":
+                self.devices.add(str(owner.get("name")))
+            elif owner.get("kind") == "ManagerScheduleRequest":
+                self.requests.add(str(owner.get("name")))
+
+    def _requeue_requests_of(self, device: str) -> None:
+        for request in self.world.requests_where("device", device):
+            self.requests.add(request["metadata"]["name"])
+
+    # -- running ---------------------------------------------------------------------------------
+
+    async def run_informers(self) -> None:
+        await run_informers(*self.world.informers())
+
+    async def run_workers(self) -> None:
+        """Reconcile until cancelled; starts only once every cache is filled, so that nothing is
+        judged missing (and deleted or re-created) just because its LIST has not come back yet."""
+        await asyncio.gather(*(inf.synced.wait() for inf in self.world.informers()))
+        log.info("caches synced; reconciling", objects=sum(len(i.cache) for i in self.world.informers()))
+        r = self.reconcilers
+        await asyncio.gather(
+            self._run(self.kubeserials, "KubeSerial", r.kubeserial),
+            self._run(self.devices, "SerialDevice", r.device),
+            self._run(self.requests, "ManagerScheduleRequest", r.manager_request),
+            self._run(self.nodes, "Node", r.node),
+        )
+
+    async def _run(
+        self, queue: WorkQueue[K], kind: str, reconcile: Callable[[K], Awaitable[float | None]]
+    ) -> None:
+        async def instrumented(key: K) -> float | None:
+            started = time.perf_counter()
+            result = "error"
+            try:
+                again = await reconcile(key)
+                result = "success"
+                return again
+            finally:
+                self.metrics.reconciles.labels(kind=kind, result=result).inc()
+                self.metrics.reconcile_seconds.labels(kind=kind).observe(time.perf_counter() - started)
+
+        def explain(key: K, exc: BaseException) -> None:
+            # The queue logs the retry; the apiserver's message says what was wrong.
+            log.warning(
+                "reconcile error", kind=kind, key=str(key), status=status_code(exc), detail=api_message(exc)
+            )
+
+        await run_workers(
+            queue, instrumented, workers=self.workers, name=f"reconcile-{kind}", on_error=explain
+        )

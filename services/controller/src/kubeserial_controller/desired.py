@@ -1,0 +1,341 @@
+"""The objects the controller wants to exist, built by pure functions from the objects they serve.
+
+Each function returns the wire form (a dict) in the shape server-side apply expects: apiVersion,
+kind, metadata and exactly the fields the controller manages, nothing the apiserver defaults.
+"""
+
+import hashlib
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubeserial_common import constants as c
+from kubeserial_common.models import IngressSpec, ManagerSpec, SerialDeviceEntry
+from kubeserial_common.names import (
+    gateway_name,
+    kubeserial_label_value,
+    manager_request_name,
+)
+from kubeserial_common.podspec import BridgeSettings, DeviceLink, connect_pod_spec, default_tty_path
+from kubeserial_controller.decisions import Placement
+
+Obj = Mapping[str, Any]
+
+GATEWAY_SERVICE_ACCOUNT = "kubeserial-gateway"
+GATEWAY_HEALTH_PORT = 8080
+MANAGER_HTTP_PORT = 80  # the original KubeSerial served every manager on port 80
+CONFIG_HASH_ANNOTATION = f"{c.GROUP}/config-hash"
+
+
+@dataclass(frozen=True)
+class Images:
+    gateway: str
+    pull_policy: str = "IfNotPresent"
+
+
+def owner_reference(owner: Obj, *, kind: str) -> dict[str, Any]:
+    """A controller reference to one of KubeSerial's own objects (list items may lack `kind`)."""
+    meta = owner["metadata"]
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": kind,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+    }
+
+
+def _metadata(
+    name: str, *, namespace: str | None, labels: dict[str, str], owner: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": {c.MANAGED_BY_LABEL: c.MANAGED_BY, **labels}}
+    if namespace:
+        meta["namespace"] = namespace
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
+    return meta
+
+
+# -- KubeSerial -> SerialDevice ------------------------------------------------------------------
+
+
+def desired_serial_device(
+    entry: SerialDeviceEntry, *, kubeserial_namespace: str, kubeserial_name: str
+) -> dict[str, Any]:
+    """The SerialDevice for one `spec.serialDevices` entry, labelled with its KubeSerial.
+
+    No ownerReference: a cluster-scoped object cannot be owned by a namespaced one, so a finalizer on
+    the KubeSerial removes these instead.
+    """
+    label = kubeserial_label_value(kubeserial_namespace, kubeserial_name)
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": "SerialDevice",
+        "metadata": _metadata(entry.name, namespace=None, labels={c.KUBESERIAL_LABEL: label}),
+        "spec": entry.device_spec().wire(),
+    }
+
+
+# -- SerialDevice -> gateway ---------------------------------------------------------------------
+
+
+def gateway_labels(device_name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "kubeserial-gateway", c.DEVICE_LABEL: device_name}
+
+
+def gateway_args(device: Obj, placement: Placement) -> list[str]:
+    name = device["metadata"]["name"]
+    args = ["serve", "--device", placement.device_path, "--device-name", name]
+    baud_rate = (device.get("spec") or {}).get("baudRate")
+    if baud_rate:
+        args += ["--baud-rate", str(baud_rate)]
+    return args
+
+
+def desired_gateway_deployment(
+    device: Obj, placement: Placement, *, namespace: str, images: Images
+) -> dict[str, Any]:
+    """The gateway that serves `device` on its node: one replica, never two at once (Recreate)."""
+    name = device["metadata"]["name"]
+    selector = gateway_labels(name)
+    labels = {**selector, c.COMPONENT_LABEL: "gateway"}
+    health_probe = {
+        "httpGet": {"path": "/healthz", "port": "health"},
+        "periodSeconds": 10,
+        "failureThreshold": 3,
+    }
+    ready_probe = {
+        "httpGet": {"path": "/readyz", "port": "health"},
+        "periodSeconds": 5,
+        "failureThreshold": 2,
+    }
+    container = {
+        "name": "gateway",
+        "image": images.gateway,
+        "imagePullPolicy": images.pull_policy,
+        "args": gateway_args(device, placement),
+        "ports": [
+            {"name": "raw", "containerPort": c.RAW_PORT, "protocol": "TCP"},
+            {"name": "rfc2217", "containerPort": c.RFC2217_PORT, "protocol": "TCP"},
+            {"name": "health", "containerPort": GATEWAY_HEALTH_PORT, "protocol": "TCP"},
+        ],
+        "livenessProbe": health_probe,
+        "readinessProbe": ready_probe,
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+        # A hot-plugged tty is not in the container's device cgroup unless the container is
+        # privileged; /dev from the host makes the node's current device nodes visible.
+        "securityContext": {"privileged": True},
+        "volumeMounts": [{"name": "dev", "mountPath": "/dev"}],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(
+            gateway_name(name),
+            namespace=namespace,
+            labels=labels,
+            owner=owner_reference(device, kind="SerialDevice"),
+        ),
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": GATEWAY_SERVICE_ACCOUNT,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": 10,
+                    "affinity": {
+                        "nodeAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": {
+                                "nodeSelectorTerms": [
+                                    {
+                                        "matchFields": [
+                                            {
+                                                "key": "metadata.name",
+                                                "operator": "In",
+                                                "values": [placement.node],
+                                            }
+                                        ]
+                                    }
+                                ]
+                            }
+                        }
+                    },
+                    "containers": [container],
+                    "volumes": [{"name": "dev", "hostPath": {"path": "/dev", "type": "Directory"}}],
+                },
+            },
+        },
+    }
+
+
+def desired_gateway_service(device: Obj, *, namespace: str) -> dict[str, Any]:
+    name = device["metadata"]["name"]
+    selector = gateway_labels(name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(
+            gateway_name(name),
+            namespace=namespace,
+            labels={**selector, c.COMPONENT_LABEL: "gateway"},
+            owner=owner_reference(device, kind="SerialDevice"),
+        ),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [
+                {"name": "raw", "port": c.RAW_PORT, "targetPort": "raw", "protocol": "TCP"},
+                {"name": "rfc2217", "port": c.RFC2217_PORT, "targetPort": "rfc2217", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+# -- SerialDevice -> ManagerScheduleRequest ------------------------------------------------------
+
+
+def desired_manager_request(device: Obj, *, manager: str) -> dict[str, Any]:
+    name = device["metadata"]["name"]
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": "ManagerScheduleRequest",
+        "metadata": _metadata(
+            manager_request_name(name, manager),
+            namespace=None,
+            labels={c.DEVICE_LABEL: name, c.MANAGER_LABEL: manager},
+            owner=owner_reference(device, kind="SerialDevice"),
+        ),
+        "spec": {"device": name, "manager": manager},
+    }
+
+
+# -- ManagerScheduleRequest -> manager workload --------------------------------------------------
+
+
+def manager_labels(device: str, manager: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "kubeserial-manager", c.DEVICE_LABEL: device, c.MANAGER_LABEL: manager}
+
+
+def config_key(config_path: str) -> str:
+    return posixpath.basename(config_path.rstrip("/")) or "config"
+
+
+def manager_pod_spec(
+    manager: ManagerSpec, *, device: str, config_map: str | None, bridge: BridgeSettings
+) -> dict[str, Any]:
+    """The manager's pod: its command, the device's URL env and, like an injected pod, a tty at
+    /dev/serial/<device> backed by the bridge sidecar (kubeserial_common.podspec)."""
+    container: dict[str, Any] = {
+        "name": "manager",
+        "image": f"{manager.image.repository}:{manager.image.tag}",
+        "command": ["/bin/sh", "-c", manager.run_cmd],
+        "ports": [{"name": "http", "containerPort": MANAGER_HTTP_PORT, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
+    }
+    pod: dict[str, Any] = {"enableServiceLinks": False, "containers": [container]}
+    if config_map is not None and manager.config_path:
+        key = config_key(manager.config_path)
+        # subPath puts exactly one file at configPath without hiding the rest of its directory;
+        # the config hash on the pod template rolls the Deployment when the config changes.
+        container["volumeMounts"] = [{"name": "config", "mountPath": manager.config_path, "subPath": key}]
+        pod["volumes"] = [{"name": "config", "configMap": {"name": config_map}}]
+    link = DeviceLink(device=device, tty_path=default_tty_path(device))
+    return connect_pod_spec(pod, [link], settings=bridge).spec
+
+
+def desired_manager_objects(
+    msr: Obj, manager: ManagerSpec, *, namespace: str, images: Images, ingress: IngressSpec | None
+) -> list[dict[str, Any]]:
+    """ConfigMap (when the Manager has a config), Deployment, Service and, when the KubeSerial asks
+    for it, an Ingress; all named after the request and owned by it."""
+    name = msr["metadata"]["name"]
+    device, manager_name = msr["spec"]["device"], msr["spec"]["manager"]
+    selector = manager_labels(device, manager_name)
+    labels = {**selector, c.COMPONENT_LABEL: "manager"}
+
+    def meta() -> dict[str, Any]:
+        return _metadata(
+            name,
+            namespace=namespace,
+            labels=labels,
+            owner=owner_reference(msr, kind="ManagerScheduleRequest"),
+        )
+
+    objects: list[dict[str, Any]] = []
+    has_config = manager.config is not None and bool(manager.config_path)
+    template_meta: dict[str, Any] = {"labels": labels}
+    if has_config:
+        assert manager.config is not None and manager.config_path
+        data = {config_key(manager.config_path): manager.config}
+        objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(), "data": data})
+        digest = hashlib.sha256(manager.config.encode()).hexdigest()[:16]
+        template_meta["annotations"] = {CONFIG_HASH_ANNOTATION: digest}
+    objects.append(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta(),
+            "spec": {
+                "replicas": 1,
+                # One session per device at a time: the old manager lets go before the new one starts.
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": selector},
+                "template": {
+                    "metadata": template_meta,
+                    "spec": manager_pod_spec(
+                        manager,
+                        device=device,
+                        config_map=name if has_config else None,
+                        bridge=BridgeSettings(
+                            image=images.gateway, namespace=namespace, image_pull_policy=images.pull_policy
+                        ),
+                    ),
+                },
+            },
+        }
+    )
+    objects.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta(),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": selector,
+                "ports": [
+                    {"name": "http", "port": MANAGER_HTTP_PORT, "targetPort": "http", "protocol": "TCP"}
+                ],
+            },
+        }
+    )
+    if ingress is not None and ingress.enabled:
+        objects.append(desired_manager_ingress(name, device=device, ingress=ingress, metadata=meta()))
+    return objects
+
+
+def desired_manager_ingress(
+    name: str, *, device: str, ingress: IngressSpec, metadata: dict[str, Any]
+) -> dict[str, Any]:
+    rule: dict[str, Any] = {
+        "http": {
+            "paths": [
+                {
+                    "path": "/",
+                    "pathType": "Prefix",
+                    "backend": {"service": {"name": name, "port": {"name": "http"}}},
+                }
+            ]
+        }
+    }
+    if ingress.domain:
+        rule = {"host": f"{device}.{ingress.domain.lstrip('.')}", **rule}
+    spec: dict[str, Any] = {"rules": [rule]}
+    if ingress.ingress_class_name:
+        spec["ingressClassName"] = ingress.ingress_class_name
+    if ingress.annotations:
+        metadata = {**metadata, "annotations": dict(ingress.annotations)}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": spec}

@@ -1,0 +1,431 @@
+"""The reconcilers: each takes a key, re-reads the world from the informer caches and converges.
+
+They never act on "what happened": a watch event only says which key to look at again.
+Decisions live in `decisions` and `desired`; this module performs the writes and posts Events.
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from kubeserial_common import constants as c
+from kubeserial_common.conditions import ConditionUpdate, find_condition
+from kubeserial_common.events import NORMAL, WARNING, EventRecorder
+from kubeserial_common.kube import CustomObjects, is_conflict
+from kubeserial_common.models import KubeSerial, ManagerSpec
+from kubeserial_common.names import gateway_name, kubeserial_label_value, manager_request_name
+from kubeserial_common.podspec import PodSpecError
+from kubeserial_common.status import conditions_patch, write_status
+from kubeserial_controller import decisions as d
+from kubeserial_controller.apply import Applier
+from kubeserial_controller.desired import (
+    Images,
+    desired_gateway_deployment,
+    desired_gateway_service,
+    desired_manager_objects,
+    desired_manager_request,
+    desired_serial_device,
+)
+from kubeserial_controller.world import World
+
+log = structlog.get_logger(__name__)
+
+Obj = dict[str, Any]
+NodeKey = str
+KubeSerialKey = tuple[str, str]
+
+# Child kinds of a ManagerScheduleRequest, with their apiVersion (list items carry no kind).
+MANAGER_CHILD_KINDS = {
+    "ConfigMap": "v1",
+    "Deployment": "apps/v1",
+    "Service": "v1",
+    "Ingress": "networking.k8s.io/v1",
+}
+RECHECK_MARGIN = 0.1  # seconds after a deadline, so the check runs when it has really passed
+
+
+@dataclass(frozen=True)
+class Ensured:
+    created: bool
+    repaired: bool
+
+
+@dataclass(frozen=True)
+class Settings:
+    namespace: str
+    images: Images
+    node_grace: timedelta = timedelta(seconds=10)
+
+
+def kind_of(obj: Mapping[str, Any], kind: str) -> Obj:
+    """List items have no apiVersion/kind; Events need them to name the object."""
+    api_version = c.API_VERSION if kind in ("KubeSerial", "SerialDevice", "ManagerScheduleRequest") else "v1"
+    return {"apiVersion": obj.get("apiVersion") or api_version, **obj, "kind": kind}
+
+
+def name_of(obj: Mapping[str, Any]) -> str:
+    return str(obj["metadata"]["name"])
+
+
+def generation_unobserved(obj: Mapping[str, Any]) -> bool:
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    return status.get("observedGeneration") != meta.get("generation")
+
+
+class Reconcilers:
+    def __init__(
+        self,
+        world: World,
+        *,
+        applier: Applier,
+        objects: CustomObjects,
+        recorder: EventRecorder,
+        settings: Settings,
+        wake_device: Callable[[str], None],
+    ) -> None:
+        self.world = world
+        self.applier = applier
+        self.objects = objects
+        self.recorder = recorder
+        self.settings = settings
+        self.wake_device = wake_device
+
+    async def _event(
+        self, obj: Mapping[str, Any], kind: str, *, reason: str, message: str, warning: bool = False
+    ) -> None:
+        await self.recorder.emit(
+            kind_of(obj, kind), type_=WARNING if warning else NORMAL, reason=reason, message=message
+        )
+
+    async def _ensure(self, desired: Obj, *, current: Obj | None) -> Ensured | None:
+        """Apply `desired` when `current` (from the cache) is missing or drifted; None if it was fine."""
+        want = d.stamped(desired)
+        if not d.drifted(current, want):
+            return None
+        applied = await self.applier.apply(want)
+        return Ensured(created=applied.created, repaired=current is not None and not applied.created)
+
+    async def _delete(self, obj: Obj, *, api_version: str, kind: str) -> bool:
+        return await self.applier.delete(obj, api_version=api_version, kind=kind)
+
+    # -- KubeSerial ------------------------------------------------------------------------------
+
+    async def kubeserial(self, key: KubeSerialKey) -> float | None:
+        namespace, name = key
+        ks = self.world.kubeserial(namespace, name)
+        if ks is None:
+            return None
+        meta = ks["metadata"]
+        owned = self.world.devices_of(namespace, name)
+        finalizers = list(meta.get("finalizers") or [])
+        if meta.get("deletionTimestamp"):
+            if c.KUBESERIAL_FINALIZER not in finalizers:
+                return None
+            for device in owned:
+                if await self._delete(device, api_version=c.API_VERSION, kind="SerialDevice"):
+                    await self._event(
+                        ks,
+                        "KubeSerial",
+                        reason="SerialDeviceDeleted",
+                        message=f"deleted SerialDevice {device['metadata']['name']}",
+                    )
+            if owned:
+                return 1.0  # the DELETED events re-queue us too; this only guards against a missed one
+            remaining = [f for f in finalizers if f != c.KUBESERIAL_FINALIZER]
+            await self._patch_finalizers(ks, remaining)
+            return None
+        if c.KUBESERIAL_FINALIZER not in finalizers:
+            await self._patch_finalizers(ks, [*finalizers, c.KUBESERIAL_FINALIZER])
+        try:
+            spec = KubeSerial.model_validate(ks).spec
+        except ValidationError as exc:
+            if generation_unobserved(ks):
+                await self._event(ks, "KubeSerial", reason="InvalidSpec", message=str(exc), warning=True)
+                await self._write_kubeserial_status(ks, devices=len(owned))
+            return None
+        label = kubeserial_label_value(namespace, name)
+        wanted = {entry.name for entry in spec.serial_devices}
+        managed = 0
+        for entry in spec.serial_devices:
+            current = self.world.device(entry.name)
+            holder = ((current or {}).get("metadata", {}).get("labels") or {}).get(c.KUBESERIAL_LABEL)
+            if current is not None and holder != label:
+                if generation_unobserved(ks):
+                    owner = f"KubeSerial {holder}" if holder else "someone else"
+                    await self._event(
+                        ks,
+                        "KubeSerial",
+                        reason="SerialDeviceConflict",
+                        warning=True,
+                        message=f"SerialDevice {entry.name} already exists, belongs to {owner}; left alone",
+                    )
+                continue
+            managed += 1
+            desired = desired_serial_device(entry, kubeserial_namespace=namespace, kubeserial_name=name)
+            applied = await self._ensure(desired, current=current)
+            if applied is not None and (applied.created or applied.repaired):
+                verb = "created" if applied.created else "updated"
+                await self._event(
+                    ks,
+                    "KubeSerial",
+                    reason=f"SerialDevice{verb.capitalize()}",
+                    message=f"{verb} SerialDevice {entry.name}",
+                )
+        for device in owned:
+            device_name = device["metadata"]["name"]
+            if device_name not in wanted and await self._delete(
+                device, api_version=c.API_VERSION, kind="SerialDevice"
+            ):
+                await self._event(
+                    ks,
+                    "KubeSerial",
+                    reason="SerialDeviceDeleted",
+                    message=f"deleted SerialDevice {device_name}: no longer listed",
+                )
+        await self._write_kubeserial_status(ks, devices=managed)
+        return None
+
+    async def _patch_finalizers(self, ks: Obj, finalizers: list[str]) -> None:
+        meta = ks["metadata"]
+        # resourceVersion makes this a compare-and-swap: nobody else's finalizer is lost.
+        body = {"metadata": {"finalizers": finalizers or None, "resourceVersion": meta["resourceVersion"]}}
+        await self.objects.patch(c.KUBESERIALS, meta["name"], body, namespace=meta["namespace"])
+
+    async def _write_kubeserial_status(self, ks: Obj, *, devices: int) -> None:
+        meta = ks["metadata"]
+        wanted = {"observedGeneration": meta.get("generation"), "serialDevices": devices}
+        current = ks.get("status") or {}
+        if all(current.get(k) == v for k, v in wanted.items()):
+            return
+        await self.objects.patch_status(
+            c.KUBESERIALS, meta["name"], {"status": wanted}, namespace=meta["namespace"]
+        )
+
+    # -- SerialDevice ----------------------------------------------------------------------------
+
+    def _status_updates(
+        self, device: Mapping[str, Any], *, now: datetime
+    ) -> tuple[list[ConditionUpdate], d.Liveness | None]:
+        manager = (device.get("spec") or {}).get("manager")
+        placement = d.claimed_placement(device)
+        lease = self.world.lease(placement.node) if placement else None
+        return d.device_status_updates(
+            device,
+            manager_exists=bool(manager) and self.world.manager(str(manager)) is not None,
+            lease_spec=(lease or {}).get("spec"),
+            now=now,
+            grace=self.settings.node_grace,
+        )
+
+    async def device(self, name: str) -> float | None:
+        device = self.world.device(name)
+        if device is None or device["metadata"].get("deletionTimestamp"):
+            return None  # the garbage collector removes what the device owned
+        now = datetime.now(UTC)
+        updates, liveness = self._status_updates(device, now=now)
+        if conditions_patch(device, updates, now=None) is not None:
+            written = await write_status(
+                self.objects,
+                c.SERIALDEVICES,
+                name,
+                # Recomputed on a conflict from the fresh object: a monitor may have just moved it.
+                lambda obj: conditions_patch(obj, self._status_updates(obj, now=datetime.now(UTC))[0]),
+                current=device,
+            )
+            if written is not None:
+                await self._device_transition_events(device, written)
+                device = written
+                _, liveness = self._status_updates(device, now=datetime.now(UTC))
+        placement = d.claimed_placement(device)
+        if placement is not None and liveness is not None and liveness.lost:
+            placement = None
+        await self._reconcile_gateway(device, placement)
+        ready = find_condition(d.conditions_of(device), c.READY)
+        manager = (device.get("spec") or {}).get("manager")
+        wanted_request = (
+            manager_request_name(name, manager)
+            if manager and placement is not None and ready is not None and ready.get("status") == "True"
+            else None
+        )
+        await self._reconcile_manager_request(device, wanted_request, manager)
+        if placement is None or liveness is None or liveness.recheck_after is None:
+            return None
+        return liveness.recheck_after + RECHECK_MARGIN
+
+    async def _device_transition_events(self, before: Obj, after: Obj) -> None:
+        for cond in d.changed_conditions(before, after, types=(c.READY, c.AVAILABLE)):
+            reason = str(cond.get("reason"))
+            if cond["type"] == c.AVAILABLE and reason != d.NODE_LOST:
+                continue  # the monitor reports its own transitions
+            warning = cond.get("status") != "True"
+            await self._event(
+                after,
+                "SerialDevice",
+                reason=reason,
+                message=str(cond.get("message") or reason),
+                warning=warning,
+            )
+
+    async def _reconcile_gateway(self, device: Obj, placement: d.Placement | None) -> None:
+        name = device["metadata"]["name"]
+        children = (("Deployment", "apps/v1"), ("Service", "v1"))
+        if placement is None:
+            removed = False
+            for kind, api_version in children:
+                current = self.world.child(kind, gateway_name(name))
+                if current is not None and d.controlled_by(current, device):
+                    removed = await self._delete(current, api_version=api_version, kind=kind) or removed
+            if removed:
+                await self._event(
+                    device,
+                    "SerialDevice",
+                    reason="GatewayRemoved",
+                    message=f"removed gateway {gateway_name(name)}: device not available",
+                )
+            return
+        namespace = self.settings.namespace
+        wanted = (
+            desired_gateway_deployment(device, placement, namespace=namespace, images=self.settings.images),
+            desired_gateway_service(device, namespace=namespace),
+        )
+        results = [
+            await self._ensure(obj, current=self.world.child(obj["kind"], gateway_name(name)))
+            for obj in wanted
+        ]
+        if any(r is not None and r.created for r in results):
+            await self._event(
+                device,
+                "SerialDevice",
+                reason="GatewayCreated",
+                message=f"gateway {gateway_name(name)} on node {placement.node} for {placement.device_path}",
+            )
+        elif any(r is not None and r.repaired for r in results):
+            await self._event(
+                device,
+                "SerialDevice",
+                reason="GatewayUpdated",
+                message=f"gateway {gateway_name(name)} updated or repaired (node {placement.node})",
+            )
+
+    async def _reconcile_manager_request(self, device: Obj, wanted: str | None, manager: str | None) -> None:
+        name = device["metadata"]["name"]
+        for request in self.world.requests_where("device", name):
+            request_name = request["metadata"]["name"]
+            if (
+                request_name != wanted
+                and d.controlled_by(request, device)
+                and await self._delete(request, api_version=c.API_VERSION, kind="ManagerScheduleRequest")
+            ):
+                await self._event(
+                    device,
+                    "SerialDevice",
+                    reason="ManagerUnscheduled",
+                    message=f"deleted ManagerScheduleRequest {request_name}",
+                )
+        if wanted is None or manager is None or self.world.request(wanted) is not None:
+            return
+        try:
+            await self.objects.create(
+                c.MANAGERSCHEDULEREQUESTS, desired_manager_request(device, manager=manager)
+            )
+        except Exception as exc:
+            if is_conflict(exc):  # AlreadyExists: the cache was behind; the request is there
+                return
+            raise
+        await self._event(
+            device,
+            "SerialDevice",
+            reason="ManagerScheduled",
+            message=f"created ManagerScheduleRequest {wanted}",
+        )
+
+    # -- node liveness ---------------------------------------------------------------------------
+
+    async def node(self, node: NodeKey) -> float | None:
+        """A node's monitor Lease changed or its deadline came: wake its devices once it has passed."""
+        lease = self.world.lease(node)
+        remaining = d.node_lease_recheck(
+            (lease or {}).get("spec"), now=datetime.now(UTC), grace=self.settings.node_grace
+        )
+        if remaining is not None:
+            return remaining + RECHECK_MARGIN
+        for device_name in self.world.devices_on(node):
+            self.wake_device(device_name)
+        return None
+
+    # -- ManagerScheduleRequest ------------------------------------------------------------------
+
+    async def manager_request(self, name: str) -> float | None:
+        request = self.world.request(name)
+        if request is None or request["metadata"].get("deletionTimestamp"):
+            return None
+        desired = self._desired_manager_objects(request)
+        for obj in desired:
+            applied = await self._ensure(obj, current=self.world.child(obj["kind"], name))
+            if applied is not None and applied.created:
+                await self._event(
+                    request,
+                    "ManagerScheduleRequest",
+                    reason=f"{obj['kind']}Created",
+                    message=f"created {obj['kind']} {self.settings.namespace}/{name}",
+                )
+        wanted_kinds = {obj["kind"] for obj in desired}
+        for kind, api_version in MANAGER_CHILD_KINDS.items():
+            current = self.world.child(kind, name)
+            if kind not in wanted_kinds and current is not None and d.controlled_by(current, request):
+                await self._delete(current, api_version=api_version, kind=kind)
+        deployment = self.world.child("Deployment", name)
+        fulfilled = (
+            bool(desired)
+            and deployment is not None
+            and d.controlled_by(deployment, request)
+            and d.deployment_available(deployment)
+        )
+        previously = (request.get("status") or {}).get("fulfilled")
+        if previously is not fulfilled:  # also writes the first `false`, so `kubectl get msr` shows it
+            await self.objects.patch_status(
+                c.MANAGERSCHEDULEREQUESTS, name, {"status": {"fulfilled": fulfilled}}
+            )
+            if fulfilled or previously:
+                await self._event(
+                    request,
+                    "ManagerScheduleRequest",
+                    reason="Fulfilled" if fulfilled else "NotFulfilled",
+                    message=f"manager Deployment {self.settings.namespace}/{name} "
+                    + ("is available" if fulfilled else "is not available"),
+                    warning=not fulfilled,
+                )
+        return None
+
+    def _desired_manager_objects(self, request: Obj) -> list[Obj]:
+        spec = request.get("spec") or {}
+        device = self.world.device(str(spec.get("device")))
+        manager = self.world.manager(str(spec.get("manager")))
+        if device is None or manager is None:
+            return []
+        try:
+            manager_spec = ManagerSpec.model_validate(manager.get("spec") or {})
+        except ValidationError as exc:
+            log.warning("invalid Manager", manager=spec.get("manager"), error=str(exc))
+            return []
+        kubeserial = self.world.kubeserial_of(device)
+        ingress = None
+        if kubeserial is not None:
+            try:
+                ingress = KubeSerial.model_validate(kubeserial).spec.ingress
+            except ValidationError:
+                ingress = None  # reported on the KubeSerial by its own reconciler
+        settings = self.settings
+        try:
+            return desired_manager_objects(
+                request, manager_spec, namespace=settings.namespace, images=settings.images, ingress=ingress
+            )
+        except PodSpecError as exc:
+            log.warning(
+                "manager pod cannot be connected", request=request["metadata"]["name"], error=str(exc)
+            )
+            return []

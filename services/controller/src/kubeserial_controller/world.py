@@ -1,0 +1,127 @@
+"""The controller's view of the cluster: one informer per kind it reads, and lookups over their caches.
+
+Reconcilers read only from here and write through the API; a change they make comes back as a
+watch event, which is what queues the next reconcile.
+"""
+
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from kubeserial_common import constants as c
+from kubeserial_common.names import kubeserial_label_value, monitor_lease_name
+from kubeserial_common.watching import Informer
+
+Obj = dict[str, Any]
+EventSink = Callable[[str, str, Obj], None]  # (kind, event type, object)
+
+OWNED_SELECTOR = f"{c.MANAGED_BY_LABEL}={c.MANAGED_BY}"
+
+
+class World:
+    def __init__(
+        self, api: client.ApiClient, *, namespace: str, on_event: EventSink, resync_seconds: float = 300.0
+    ) -> None:
+        self.namespace = namespace
+        custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+        apps, networking = client.AppsV1Api(api), client.NetworkingV1Api(api)
+        coordination = client.CoordinationV1Api(api)
+
+        def informer(kind: str, list_call: Callable[..., Any], **list_kwargs: Any) -> Informer:
+            # Calls are wrapped in partial() so the watch does not build client models we never read.
+            return Informer(
+                list_call=list_call,
+                handler=partial(on_event, kind),
+                name=kind,
+                list_kwargs=list_kwargs,
+                resync_seconds=resync_seconds,
+            )
+
+        def custom_informer(kind: str, plural: str) -> Informer:
+            return informer(kind, partial(custom.list_cluster_custom_object, c.GROUP, c.VERSION, plural))
+
+        self.kubeserials = custom_informer("KubeSerial", c.KUBESERIALS)  # every namespace
+        self.devices = custom_informer("SerialDevice", c.SERIALDEVICES)
+        self.managers = custom_informer("Manager", c.MANAGERS)
+        self.requests = custom_informer("ManagerScheduleRequest", c.MANAGERSCHEDULEREQUESTS)
+        owned = {"label_selector": OWNED_SELECTOR}
+        self.deployments = informer(
+            "Deployment", partial(apps.list_namespaced_deployment, namespace), **owned
+        )
+        self.services = informer("Service", partial(core.list_namespaced_service, namespace), **owned)
+        self.config_maps = informer("ConfigMap", partial(core.list_namespaced_config_map, namespace), **owned)
+        self.ingresses = informer("Ingress", partial(networking.list_namespaced_ingress, namespace), **owned)
+        self.leases = informer("Lease", partial(coordination.list_namespaced_lease, namespace))
+        self.children = {
+            "Deployment": self.deployments,
+            "Service": self.services,
+            "ConfigMap": self.config_maps,
+            "Ingress": self.ingresses,
+        }
+
+    def informers(self) -> list[Informer]:
+        return [
+            self.kubeserials,
+            self.devices,
+            self.managers,
+            self.requests,
+            *self.children.values(),
+            self.leases,
+        ]
+
+    def synced(self) -> bool:
+        return all(inf.synced.is_set() for inf in self.informers())
+
+    # -- lookups ---------------------------------------------------------------------------------
+
+    def kubeserial(self, namespace: str, name: str) -> Obj | None:
+        return self.kubeserials.cache.get((namespace, name))
+
+    def device(self, name: str) -> Obj | None:
+        return self.devices.cache.get(("", name))
+
+    def manager(self, name: str) -> Obj | None:
+        return self.managers.cache.get(("", name))
+
+    def request(self, name: str) -> Obj | None:
+        return self.requests.cache.get(("", name))
+
+    def child(self, kind: str, name: str) -> Obj | None:
+        """A Deployment/Service/ConfigMap/Ingress of ours in the KubeSerial namespace."""
+        return self.children[kind].cache.get((self.namespace, name))
+
+    def lease(self, node: str) -> Obj | None:
+        return self.leases.cache.get((self.namespace, monitor_lease_name(node)))
+
+    def all_devices(self) -> Iterator[Obj]:
+        return iter(list(self.devices.cache.values()))
+
+    def devices_of(self, namespace: str, name: str) -> list[Obj]:
+        label = kubeserial_label_value(namespace, name)
+        return [d for d in self.all_devices() if _labels(d).get(c.KUBESERIAL_LABEL) == label]
+
+    def devices_naming(self, manager: str) -> list[str]:
+        return [_name(d) for d in self.all_devices() if (d.get("spec") or {}).get("manager") == manager]
+
+    def devices_on(self, node: str) -> list[str]:
+        return [_name(d) for d in self.all_devices() if (d.get("status") or {}).get("nodeName") == node]
+
+    def requests_where(self, field: str, value: str) -> list[Obj]:
+        """ManagerScheduleRequests whose spec.<field> (device or manager) is `value`."""
+        return [r for r in list(self.requests.cache.values()) if (r.get("spec") or {}).get(field) == value]
+
+    def kubeserial_of(self, device: Obj) -> Obj | None:
+        """The KubeSerial a SerialDevice was created from, by its label `<namespace>.<name>`."""
+        label = _labels(device).get(c.KUBESERIAL_LABEL, "")
+        namespace, _, name = label.partition(".")
+        return self.kubeserial(namespace, name) if name else None
+
+
+def _labels(obj: Obj) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("labels") or {})
+
+
+def _name(obj: Obj) -> str:
+    return str(obj["metadata"]["name"])

@@ -1,0 +1,564 @@
+"""The controller as a real process with its own ServiceAccount token, on the real control plane
+(kube-controller-manager cascades ownerReferences, the scheduler binds gateway pods to nodes).
+
+Tests play the monitor (status writes and node Leases, as the monitor would make them) and, for
+manager pods, the kubelet (pod status), and watch the cluster follow.
+"""
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubeserial_common import constants as c
+from kubeserial_common.conditions import ConditionUpdate, apply_conditions, now_rfc3339
+from kubeserial_common.leases import micro_time
+from kubeserial_common.names import gateway_name, manager_request_name, monitor_lease_name
+from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
+from kubeserial_testing.kubelet import pod_containers, running_pod_status
+from kubeserial_testing.probes import http_get, is_ready, metric_value
+from kubeserial_testing.services import apply_rbac, service_process, wait_for
+
+pytestmark = pytest.mark.controlplane
+NAMESPACE = "kubeserial"
+SEED = REPO_ROOT / "tests" / "fixtures" / "seed"
+GATEWAY_IMAGE = "kubeserial/gateway:under-test"
+BY_ID = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0"
+
+
+@dataclass
+class RunningController:
+    proc: subprocess.Popen[bytes]
+    health_port: int
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return metric_value(self.health_port, name, **labels)
+
+
+@pytest.fixture(scope="module")
+def controller(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningController]:
+    kubeconfig = apply_rbac(control_plane, "controller")
+    # Gateway pods name this ServiceAccount; without it the ReplicaSet cannot create them.
+    control_plane.kubectl("create", "serviceaccount", "kubeserial-gateway", "-n", NAMESPACE, check=False)
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("controller") / "controller.log"
+    args = [
+        *("--health-host", "127.0.0.1", "--health-port", str(port)),
+        *("--gateway-image", GATEWAY_IMAGE, "--node-grace-seconds", "1"),
+    ]
+    with service_process("kubeserial_controller", args, kubeconfig=kubeconfig, log_path=log_path) as proc:
+        running = RunningController(proc, port, log_path)
+        wait_for(
+            lambda: not running.alive() or running.metric("kubeserial_controller_leader") == 1.0,
+            timeout=60,
+            message="controller leading",
+        )
+        assert running.alive(), log_path.read_text()
+        yield running
+    assert proc.returncode == 0, log_path.read_text()[-4000:]
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def get(plane: ControlPlane, kind: str, name: str, *, namespace: str | None = None) -> dict[str, Any] | None:
+    """The object, or None when it does not exist."""
+    scope = ["-n", namespace] if namespace else []
+    out = plane.kubectl("get", kind, name, *scope, "--ignore-not-found", "-o", "json").stdout
+    return json.loads(out) if out.strip() else None
+
+
+def apply(plane: ControlPlane, obj: dict[str, Any]) -> None:
+    plane.kubectl("apply", "-f", "-", input=json.dumps(obj))
+
+
+def unique(base: str) -> str:
+    return f"{base}-{uuid.uuid4().hex[:6]}"
+
+
+def condition(obj: dict[str, Any] | None, condition_type: str) -> dict[str, Any]:
+    conditions = ((obj or {}).get("status") or {}).get("conditions") or []
+    return next((cond for cond in conditions if cond["type"] == condition_type), {})
+
+
+def create_device(plane: ControlPlane, name: str, **spec: Any) -> None:
+    apply(
+        plane,
+        {
+            "apiVersion": c.API_VERSION,
+            "kind": "SerialDevice",
+            "metadata": {"name": name},
+            "spec": {"idVendor": "0403", "idProduct": "6001", **spec},
+        },
+    )
+
+
+def write_monitor_status(plane: ControlPlane, name: str, *, node: str | None, available: bool) -> None:
+    """What a monitor writes when it claims (node set) or releases a device."""
+    device = get(plane, "serialdevice", name)
+    assert device is not None
+    current = (device.get("status") or {}).get("conditions") or []
+    if available:
+        updates = [
+            ConditionUpdate(c.AVAILABLE, "True", "DeviceAvailable", f"on {node}"),
+            ConditionUpdate(c.FREE, "True", "NoSession"),
+        ]
+        placement = {"nodeName": node, "devicePath": BY_ID}
+    else:
+        updates = [
+            ConditionUpdate(c.AVAILABLE, "False", "DeviceUnavailable", "unplugged"),
+            ConditionUpdate(c.FREE, "False", "DeviceUnavailable"),
+        ]
+        placement = {"nodeName": None, "devicePath": None}
+    status = {**placement, "conditions": apply_conditions(current, updates, now=now_rfc3339())}
+    plane.kubectl(
+        "patch",
+        "serialdevice",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+
+
+def renew_monitor_lease(plane: ControlPlane, node: str, *, duration: int) -> None:
+    now = micro_time(datetime.now(UTC))
+    apply(
+        plane,
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": monitor_lease_name(node), "namespace": NAMESPACE},
+            "spec": {
+                "holderIdentity": f"monitor-{node}",
+                "leaseDurationSeconds": duration,
+                "acquireTime": now,
+                "renewTime": now,
+            },
+        },
+    )
+
+
+def seed_manager(name: str) -> dict[str, Any]:
+    """The seed README's octoprint Manager under another name."""
+    manager: dict[str, Any] = yaml.safe_load((SEED / "manager.yaml").read_text())
+    manager["metadata"] = {"name": name}
+    return manager
+
+
+def wait_gone(plane: ControlPlane, kind: str, name: str, *, namespace: str | None = None) -> None:
+    wait_for(
+        lambda: get(plane, kind, name, namespace=namespace) is None, timeout=30, message=f"{kind}/{name} gone"
+    )
+
+
+def wait_exists(plane: ControlPlane, kind: str, name: str, *, namespace: str | None = None) -> dict[str, Any]:
+    found = wait_for(
+        lambda: get(plane, kind, name, namespace=namespace), timeout=30, message=f"{kind}/{name}"
+    )
+    assert isinstance(found, dict)
+    return found
+
+
+def events_for(plane: ControlPlane, name: str, *, namespace: str = "default") -> list[str]:
+    listed = json.loads(
+        plane.kubectl(
+            "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}", "-o", "json"
+        ).stdout
+    )
+    return [event["reason"] for event in listed["items"]]
+
+
+@contextmanager
+def simulated_node(plane: ControlPlane, *, lease_seconds: int = 3600) -> Iterator[str]:
+    """A Node of this test's own, schedulable, with a monitor Lease valid for `lease_seconds`.
+
+    The harness's nodes keep the not-ready taint TaintNodesByCondition puts on new Nodes (no node
+    lifecycle controller runs to lift it); a kubelet reporting Ready would have it removed.
+    """
+    node = unique("node")
+    plane.register_node(node)
+    plane.kubectl("taint", "node", node, "node.kubernetes.io/not-ready:NoSchedule-")
+    renew_monitor_lease(plane, node, duration=lease_seconds)
+    try:
+        yield node
+    finally:
+        plane.kubectl("delete", "lease", monitor_lease_name(node), "-n", NAMESPACE, check=False)
+        plane.kubectl("delete", "node", node, "--wait=false", check=False)
+
+
+@pytest.fixture
+def live_node(control_plane: ControlPlane) -> Iterator[str]:
+    with simulated_node(control_plane) as node:
+        yield node
+
+
+# -- KubeSerial -> SerialDevices -----------------------------------------------------------------
+
+
+def test_seed_kubeserial_creates_its_devices_and_removes_them(
+    controller: RunningController, control_plane: ControlPlane
+) -> None:
+    control_plane.kubectl("apply", "-f", str(SEED / "kubeserial.yaml"))
+    for name, vendor in (("ender3", "0403"), ("sonoff-zigbee", "10c4")):
+        device = wait_exists(control_plane, "serialdevice", name)
+        assert device["metadata"]["labels"][c.KUBESERIAL_LABEL] == "kubeserial.kubeserial"
+        assert device["spec"]["idVendor"] == vendor and device["spec"]["name"] == name
+    assert get(control_plane, "serialdevice", "ender3")["spec"]["manager"] == "octoprint"  # type: ignore[index]
+    kubeserial = get(control_plane, "kubeserial", "kubeserial", namespace=NAMESPACE)
+    assert kubeserial is not None and c.KUBESERIAL_FINALIZER in kubeserial["metadata"]["finalizers"]
+    wait_for(
+        lambda: (
+            (get(control_plane, "kubeserial", "kubeserial", namespace=NAMESPACE) or {}).get("status", {})
+            == {"observedGeneration": 1, "serialDevices": 2}
+        ),
+        timeout=15,
+        message="KubeSerial status",
+    )
+    # An entry that changes is updated, one that goes away is deleted.
+    patch = {"spec": {"serialDevices": [{"name": "ender3", "idVendor": "0403", "idProduct": "6015"}]}}
+    control_plane.kubectl(
+        "patch", "kubeserial", "kubeserial", "-n", NAMESPACE, "--type=merge", "-p", json.dumps(patch)
+    )
+    wait_gone(control_plane, "serialdevice", "sonoff-zigbee")
+    wait_for(
+        lambda: (
+            (get(control_plane, "serialdevice", "ender3") or {}).get("spec")
+            == {"name": "ender3", "idVendor": "0403", "idProduct": "6015"}
+        ),
+        timeout=15,
+        message="ender3 updated, manager dropped",
+    )
+    # A device deleted by hand comes back: the KubeSerial still lists it.
+    control_plane.kubectl("delete", "serialdevice", "ender3")
+    wait_exists(control_plane, "serialdevice", "ender3")
+    # Deleting the KubeSerial removes its devices first (finalizer), then the KubeSerial itself.
+    control_plane.kubectl("delete", "kubeserial", "kubeserial", "-n", NAMESPACE, "--wait=false")
+    wait_gone(control_plane, "serialdevice", "ender3")
+    wait_gone(control_plane, "kubeserial", "kubeserial", namespace=NAMESPACE)
+    assert {"SerialDeviceCreated", "SerialDeviceDeleted"} <= set(
+        events_for(control_plane, "kubeserial", namespace=NAMESPACE)
+    )
+
+
+def test_device_of_another_owner_is_left_alone(
+    controller: RunningController, control_plane: ControlPlane
+) -> None:
+    mine, kubeserial = unique("handmade"), unique("claimer")
+    create_device(control_plane, mine, idProduct="1234")
+    apply(
+        control_plane,
+        {
+            "apiVersion": c.API_VERSION,
+            "kind": "KubeSerial",
+            "metadata": {"name": kubeserial, "namespace": NAMESPACE},
+            "spec": {
+                "ingress": {"enabled": False},
+                "serialDevices": [{"name": mine, "idVendor": "10c4", "idProduct": "ea60"}],
+            },
+        },
+    )
+    wait_for(
+        lambda: "SerialDeviceConflict" in events_for(control_plane, kubeserial, namespace=NAMESPACE),
+        timeout=15,
+        message="conflict reported",
+    )
+    device = get(control_plane, "serialdevice", mine)
+    assert device is not None and device["spec"]["idProduct"] == "1234"
+    assert c.KUBESERIAL_LABEL not in (device["metadata"].get("labels") or {})
+    control_plane.kubectl("delete", "kubeserial", kubeserial, "-n", NAMESPACE)
+    assert get(control_plane, "serialdevice", mine) is not None, "a device it does not own must survive"
+    control_plane.kubectl("delete", "serialdevice", mine)
+
+
+# -- SerialDevice: Ready ---------------------------------------------------------------------------
+
+
+def test_ready_follows_the_manager(controller: RunningController, control_plane: ControlPlane) -> None:
+    name, manager = unique("printer"), unique("octo")
+    create_device(control_plane, name, manager=manager)
+    wait_for(
+        lambda: (
+            condition(get(control_plane, "serialdevice", name), c.READY).get("reason")
+            == "ManagerNotAvailable"
+        ),
+        timeout=15,
+        message="Ready=False ManagerNotAvailable",
+    )
+    cond = condition(get(control_plane, "serialdevice", name), c.READY)
+    assert cond["status"] == "False" and manager in cond["message"]
+    apply(control_plane, seed_manager(manager))
+    wait_for(
+        lambda: (
+            condition(get(control_plane, "serialdevice", name), c.READY).get("reason") == "AllChecksPassed"
+        ),
+        timeout=15,
+        message="Ready=True once the Manager exists",
+    )
+    assert condition(get(control_plane, "serialdevice", name), c.READY)["status"] == "True"
+    # ... and back when it goes away again: Managers are watched, not checked once.
+    control_plane.kubectl("delete", "manager", manager)
+    wait_for(
+        lambda: condition(get(control_plane, "serialdevice", name), c.READY).get("status") == "False",
+        timeout=15,
+        message="Ready=False after the Manager is deleted",
+    )
+    assert {"ManagerNotAvailable", "AllChecksPassed"} <= set(events_for(control_plane, name))
+    control_plane.kubectl("delete", "serialdevice", name)
+
+
+# -- SerialDevice: gateway -------------------------------------------------------------------------
+
+
+def test_available_device_gets_a_gateway_on_its_node_until_unplugged(
+    controller: RunningController, control_plane: ControlPlane, live_node: str
+) -> None:
+    name = unique("zigbee")
+    create_device(control_plane, name, baudRate=57600)
+    write_monitor_status(control_plane, name, node=live_node, available=True)
+    deployment = wait_exists(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE)
+    service = wait_exists(control_plane, "service", gateway_name(name), namespace=NAMESPACE)
+    device = get(control_plane, "serialdevice", name)
+    assert device is not None
+    for child in (deployment, service):
+        (owner,) = child["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+            "SerialDevice",
+            name,
+            device["metadata"]["uid"],
+            True,
+        )
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == GATEWAY_IMAGE
+    assert container["args"] == ["serve", "--device", BY_ID, "--device-name", name, "--baud-rate", "57600"]
+    assert pod["serviceAccountName"] == "kubeserial-gateway"
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"raw": 3333, "rfc2217": 2217}
+    # The scheduler really puts the gateway pod on the device's node.
+    selector = ",".join(f"{k}={v}" for k, v in spec["selector"]["matchLabels"].items())
+
+    def scheduled_nodes() -> list[str]:
+        pods = json.loads(
+            control_plane.kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json").stdout
+        )
+        return [p["spec"].get("nodeName") for p in pods["items"]]
+
+    wait_for(lambda: scheduled_nodes() == [live_node], timeout=30, message="gateway pod bound to its node")
+
+    write_monitor_status(control_plane, name, node=None, available=False)
+    wait_gone(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE)
+    wait_gone(control_plane, "service", gateway_name(name), namespace=NAMESPACE)
+    assert {"GatewayCreated", "GatewayRemoved"} <= set(events_for(control_plane, name))
+    control_plane.kubectl("delete", "serialdevice", name)
+
+
+def test_gateway_deleted_or_edited_by_hand_is_repaired(
+    controller: RunningController, control_plane: ControlPlane, live_node: str
+) -> None:
+    name = unique("arduino")
+    create_device(control_plane, name)
+    write_monitor_status(control_plane, name, node=live_node, available=True)
+    first = wait_exists(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE)
+    control_plane.kubectl("delete", "deployment", gateway_name(name), "-n", NAMESPACE)
+    wait_for(
+        lambda: (
+            (get(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE) or first)["metadata"][
+                "uid"
+            ]
+            != first["metadata"]["uid"]
+        ),
+        timeout=30,
+        message="gateway Deployment re-created",
+    )
+    control_plane.kubectl("scale", "deployment", gateway_name(name), "-n", NAMESPACE, "--replicas=3")
+    control_plane.kubectl("delete", "service", gateway_name(name), "-n", NAMESPACE)
+    wait_for(
+        lambda: (
+            (get(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE) or {})
+            .get("spec", {})
+            .get("replicas")
+            == 1
+        ),
+        timeout=30,
+        message="replicas back to 1",
+    )
+    wait_exists(control_plane, "service", gateway_name(name), namespace=NAMESPACE)
+    # The device moves to another node: the same gateway follows it there.
+    with simulated_node(control_plane) as other_node:
+        write_monitor_status(control_plane, name, node=other_node, available=True)
+
+        def pinned_to() -> list[str]:
+            deployment = get(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE) or {}
+            terms = deployment["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            ]["nodeSelectorTerms"]
+            return [value for term in terms for field in term["matchFields"] for value in field["values"]]
+
+        wait_for(lambda: pinned_to() == [other_node], timeout=30, message="gateway moved to the other node")
+    control_plane.kubectl("delete", "serialdevice", name)
+    # The garbage collector removes what the device owned.
+    wait_gone(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE)
+
+
+def test_node_that_stops_renewing_its_lease_loses_its_devices(
+    controller: RunningController, control_plane: ControlPlane
+) -> None:
+    name = unique("gps")
+    create_device(control_plane, name)
+    with simulated_node(control_plane, lease_seconds=3) as dying, simulated_node(control_plane) as other:
+        write_monitor_status(control_plane, name, node=dying, available=True)
+        wait_exists(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE)
+        # Nobody renews the Lease: after 3 s + 1 s grace the node counts as lost.
+        wait_for(
+            lambda: (
+                condition(get(control_plane, "serialdevice", name), c.AVAILABLE).get("reason") == "NodeLost"
+            ),
+            timeout=30,
+            message="Available=Unknown NodeLost",
+        )
+        device = get(control_plane, "serialdevice", name)
+        assert condition(device, c.AVAILABLE)["status"] == "Unknown"
+        assert device is not None and device["status"]["nodeName"] == dying, (
+            "the controller clears nothing else"
+        )
+        assert condition(device, c.FREE)["status"] == "True", "Free belongs to monitor and gateway"
+        wait_gone(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE)
+        assert "NodeLost" in events_for(control_plane, name)
+        # The device is plugged in elsewhere: a live monitor claims it and the gateway follows.
+        write_monitor_status(control_plane, name, node=other, available=True)
+        wait_exists(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE)
+    control_plane.kubectl("delete", "serialdevice", name)
+
+
+# -- Manager -> ManagerScheduleRequest -> manager workload ------------------------------------------
+
+
+def play_kubelet(plane: ControlPlane, selector: str) -> bool:
+    """Report the pods matching `selector` Running and Ready, as a kubelet would; True if any."""
+    pods = json.loads(plane.kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json").stdout)[
+        "items"
+    ]
+    for pod in pods:
+        names = [container["name"] for container in pod_containers(pod)]
+        status = {"status": running_pod_status(names, now=now_rfc3339())}
+        plane.kubectl(
+            *("patch", "pod", pod["metadata"]["name"], "-n", NAMESPACE, "--subresource=status"),
+            *("--type=merge", "-p", json.dumps(status)),
+        )
+    return bool(pods)
+
+
+def test_manager_device_gets_a_scheduled_manager_with_ingress(
+    controller: RunningController, control_plane: ControlPlane, live_node: str
+) -> None:
+    name, manager, kubeserial = unique("ender"), unique("octoprint"), unique("printers")
+    manager_obj = seed_manager(manager)
+    apply(control_plane, manager_obj)
+    apply(
+        control_plane,
+        {
+            "apiVersion": c.API_VERSION,
+            "kind": "KubeSerial",
+            "metadata": {"name": kubeserial, "namespace": NAMESPACE},
+            "spec": {
+                "ingress": {"enabled": True, "domain": "printers.example.com", "ingressClassName": "nginx"},
+                "serialDevices": [
+                    {"name": name, "idVendor": "0403", "idProduct": "6001", "manager": manager}
+                ],
+            },
+        },
+    )
+    wait_exists(control_plane, "serialdevice", name)
+    request_name = manager_request_name(name, manager)
+    # Not available yet: no request.
+    wait_for(
+        lambda: condition(get(control_plane, "serialdevice", name), c.READY).get("status") == "True",
+        timeout=15,
+        message="Ready",
+    )
+    assert get(control_plane, "msr", request_name) is None
+    write_monitor_status(control_plane, name, node=live_node, available=True)
+    request = wait_exists(control_plane, "msr", request_name)
+    assert request["spec"] == {"device": name, "manager": manager}
+    deployment = wait_exists(control_plane, "deployment", request_name, namespace=NAMESPACE)
+    config_map = wait_exists(control_plane, "configmap", request_name, namespace=NAMESPACE)
+    wait_exists(control_plane, "service", request_name, namespace=NAMESPACE)
+    ingress = wait_exists(control_plane, "ingress", request_name, namespace=NAMESPACE)
+    assert config_map["data"] == {"config.yaml": manager_obj["spec"]["config"]}
+    assert ingress["spec"]["rules"][0]["host"] == f"{name}.printers.example.com"
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    pod = deployment["spec"]["template"]["spec"]
+    (app,) = pod["containers"]
+    assert app["command"] == ["/bin/sh", "-c", manager_obj["spec"]["runCmd"]]
+    env = {e["name"]: e["value"] for e in app["env"]}
+    prefix = "KUBESERIAL_" + name.upper().replace("-", "_")
+    assert env[f"{prefix}_URL"] == f"rfc2217://{gateway_name(name)}.{NAMESPACE}.svc:2217"
+    assert {"mountPath": "/data/config.yaml", "name": "config", "subPath": "config.yaml"} in app[
+        "volumeMounts"
+    ]
+    (bridge,) = pod["initContainers"]
+    assert bridge["restartPolicy"] == "Always" and bridge["image"] == GATEWAY_IMAGE
+    assert pod["shareProcessNamespace"] is True
+    wait_for(
+        lambda: (get(control_plane, "msr", request_name) or {}).get("status", {}).get("fulfilled") is False,
+        timeout=15,
+        message="fulfilled: false while no manager pod is available",
+    )
+
+    selector = f"{c.DEVICE_LABEL}={name},{c.MANAGER_LABEL}={manager}"
+    wait_for(lambda: play_kubelet(control_plane, selector), timeout=30, message="manager pod created")
+    wait_for(
+        lambda: (get(control_plane, "msr", request_name) or {}).get("status", {}).get("fulfilled") is True,
+        timeout=30,
+        message="request fulfilled",
+    )
+    assert "Fulfilled" in events_for(control_plane, request_name)
+
+    # Unplugged: the request goes, and with it (garbage collector) the manager workload.
+    write_monitor_status(control_plane, name, node=None, available=False)
+    wait_gone(control_plane, "msr", request_name)
+    for kind in ("deployment", "configmap", "service", "ingress"):
+        wait_gone(control_plane, kind, request_name, namespace=NAMESPACE)
+    control_plane.kubectl("delete", "kubeserial", kubeserial, "-n", NAMESPACE)
+    control_plane.kubectl("delete", "manager", manager)
+
+
+# -- the process itself ---------------------------------------------------------------------------
+
+
+def test_health_and_metrics(controller: RunningController, control_plane: ControlPlane) -> None:
+    assert is_ready(controller.health_port)
+    assert http_get(controller.health_port, "/healthz")[0] == 200
+    assert (
+        controller.metric("kubeserial_controller_reconciles_total", kind="SerialDevice", result="success")
+        or 0
+    ) > 0
+    assert controller.metric("kubeserial_controller_queue_depth", kind="SerialDevice") is not None
+    name = unique("counted")
+    create_device(control_plane, name)
+    wait_for(
+        lambda: (
+            (controller.metric("kubeserial_controller_serialdevices", condition="Ready", status="True") or 0)
+            >= 1
+        ),
+        timeout=15,
+        message="devices by state",
+    )
+    control_plane.kubectl("delete", "serialdevice", name)
