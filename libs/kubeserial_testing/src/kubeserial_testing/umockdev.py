@@ -12,6 +12,7 @@ libudev/pyudev and receive its uevents over their netlink sockets.
 """
 
 import re
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -123,6 +124,28 @@ class SimulatedUsb:
     def unplug(self, adapter: UsbAdapter) -> None:
         self._command(f"unplug {self._key(adapter)}")
         self.plugged.pop(adapter, None)
+
+    def device_side(self, adapter: UsbAdapter) -> int:
+        """A file descriptor of the pty master behind the plugged adapter's tty: the test reads what
+        programs write to the device, writes what the device "sends", and sees the port's termios
+        (on Linux the master reports the slave's settings, so a baud change shows up here)."""
+        devnode = self.plugged[adapter]
+        path = self.workdir / f"master-{self._key(adapter)}.sock"
+        path.unlink(missing_ok=True)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(str(path))
+            listener.listen(1)
+            listener.settimeout(10)
+            assert self._proc is not None and self._proc.stdin is not None
+            self._proc.stdin.write(f"master {devnode} {path}\n")
+            self._proc.stdin.flush()
+            connection, _ = listener.accept()
+            with connection:
+                _, fds, _, _ = socket.recv_fds(connection, 1, 1)
+        words = self._read().split()
+        if not words or words[0] != "ok" or len(fds) != 1:
+            raise RuntimeError(f"umockdev driver: no pty master for {devnode}: {' '.join(words)}")
+        return fds[0]
 
     def close(self) -> None:
         if self._proc is None:

@@ -8,13 +8,16 @@ this script over pipes (kubeserial_testing.umockdev does that). Protocol, one li
     <- ready <testbed dir>
     -> plug <key> <description file>     <- ok <devnode...> | error <message>
     -> unplug <key>                      <- ok | error <message>
+    -> master <devnode> <unix socket>    <- ok | error <message>
     -> EOF: exit, removing the testbed
 
 `plug` adds the devices of a umockdev description (each emits an `add` uevent); `unplug` removes
 them children first, sending a `remove` uevent before each (removal itself sends none). The pty
-masters of the simulated ttys stay open in this process for as long as it runs.
+masters of the simulated ttys stay open in this process for as long as it runs; `master` hands
+a duplicate of one to the test (SCM_RIGHTS over the given unix socket) so it can play the device.
 """
 
+import socket
 import sys
 
 import gi
@@ -52,6 +55,11 @@ def main() -> int:
                 for sys_path in reversed(plugged.pop(words[1])):
                     testbed.uevent(sys_path, "remove")
                     testbed.remove_device(sys_path)
+                reply("ok")
+            elif len(words) == 3 and words[0] == "master":
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as channel:
+                    channel.connect(words[2])
+                    socket.send_fds(channel, [b"m"], [testbed.get_dev_fd(words[1])])
                 reply("ok")
             else:
                 reply(f"error unknown command {line.strip()!r}")
