@@ -1,0 +1,88 @@
+"""The controller's shipped RBAC grants exactly the verbs it calls, and never '*'.
+
+The integration tests run the controller under this ServiceAccount, which proves it is enough;
+this test pins it down, so that a broader grant is a visible, reviewed change.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RBAC = Path(__file__).resolve().parents[3] / "deploy" / "kustomize" / "base" / "rbac" / "controller.yaml"
+
+# (kind of role, apiGroup, resource) -> verbs
+EXPECTED = {
+    ("ClusterRole", "app.kubeserial.com", "kubeserials"): {"list", "watch", "patch"},
+    ("ClusterRole", "app.kubeserial.com", "kubeserials/status"): {"patch"},
+    ("ClusterRole", "app.kubeserial.com", "serialdevices"): {
+        "get",
+        "list",
+        "watch",
+        "create",
+        "patch",
+        "delete",
+    },
+    ("ClusterRole", "app.kubeserial.com", "serialdevices/status"): {"patch"},
+    ("ClusterRole", "app.kubeserial.com", "managers"): {"list", "watch"},
+    ("ClusterRole", "app.kubeserial.com", "managerschedulerequests"): {"list", "watch", "create", "delete"},
+    ("ClusterRole", "app.kubeserial.com", "managerschedulerequests/status"): {"patch"},
+    ("ClusterRole", "", "events"): {"create"},
+    ("Role", "apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
+    ("Role", "", "services"): {"list", "watch", "create", "patch", "delete"},
+    ("Role", "", "configmaps"): {"list", "watch", "create", "patch", "delete"},
+    ("Role", "networking.k8s.io", "ingresses"): {"list", "watch", "create", "patch", "delete"},
+    ("Role", "coordination.k8s.io", "leases"): {"get", "list", "watch", "create", "update"},
+}
+
+
+def documents() -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(RBAC.read_text()) if doc]
+
+
+def granted() -> dict[tuple[str, str, str], set[str]]:
+    grants: dict[tuple[str, str, str], set[str]] = {}
+    for doc in documents():
+        if doc["kind"] not in ("ClusterRole", "Role"):
+            continue
+        for rule in doc["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    grants.setdefault((doc["kind"], group, resource), set()).update(rule["verbs"])
+    return grants
+
+
+def test_no_wildcards_anywhere() -> None:
+    for doc in documents():
+        for rule in doc.get("rules", []):
+            for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+                assert "*" not in rule.get(key, []), f"{doc['kind']} {doc['metadata']['name']}: '*' in {key}"
+
+
+def test_exactly_the_verbs_the_controller_uses() -> None:
+    assert granted() == EXPECTED
+
+
+def test_lease_updates_only_for_the_leader_lease() -> None:
+    (role,) = [doc for doc in documents() if doc["kind"] == "Role"]
+    updates = [rule for rule in role["rules"] if "update" in rule["verbs"]]
+    assert updates == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["kubeserial-controller"],
+            "verbs": ["update"],
+        }
+    ]
+
+
+def test_bindings_name_the_controller_service_account() -> None:
+    bindings = [doc for doc in documents() if doc["kind"].endswith("Binding")]
+    assert {(b["kind"], b["roleRef"]["name"]) for b in bindings} == {
+        ("ClusterRoleBinding", "kubeserial-controller"),
+        ("RoleBinding", "kubeserial-controller"),
+    }
+    for binding in bindings:
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "kubeserial-controller", "namespace": "kubeserial"}
+        ]
