@@ -1,0 +1,134 @@
+"""`make demo`: KubeSerial end to end on your machine, no cluster or hardware needed.
+
+Starts a real local control plane with two simulated nodes, installs KubeSerial (CRDs, RBAC,
+webhook) and runs its four services under their own ServiceAccounts, applies the original
+README's KubeSerial and Manager, plugs a simulated FTDI adapter (0403:6001) into node-a, and shows
+what a user sees: `kubectl get serialdevice`, the gateway, a conversation with the device over
+the network, and the device following the adapter to node-b.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from kubeserial_common import constants as c
+from kubeserial_common.conditions import condition_status
+from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane
+from kubeserial_testing.stack import LocalStack, wait_async
+from kubeserial_testing.umockdev import UsbAdapter
+
+SAMPLES = REPO_ROOT / "deploy" / "kustomize" / "base" / "samples"
+DEVICE = "ender3"
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m==> {text}\033[0m", flush=True)
+
+
+def show(plane: ControlPlane, *args: str) -> None:
+    print(f"$ kubectl {' '.join(args)}", flush=True)
+    result = plane.kubectl(*args, check=False)
+    print((result.stdout or result.stderr).rstrip(), flush=True)
+
+
+def device_on(plane: ControlPlane, node: str) -> bool:
+    device = json.loads(plane.kubectl("get", "serialdevice", DEVICE, "-o", "json").stdout)
+    return condition_status(device, c.AVAILABLE) == "True" and device["status"].get("nodeName") == node
+
+
+async def talk(stack: LocalStack, device_fd: int) -> None:
+    """Send an AT command to the printer over the gateway's raw TCP port; we play the printer."""
+    port = stack.ports_for(DEVICE).raw
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"AT\r")
+    await writer.drain()
+    received = b""
+    while not received.endswith(b"\r"):
+        received += await asyncio.to_thread(os.read, device_fd, 64)
+    print(f"device received {received!r} over socket://127.0.0.1:{port}", flush=True)
+    os.write(device_fd, b"OK\r\n")
+    answer = await asyncio.wait_for(reader.readuntil(b"\n"), timeout=10)
+    print(f"client received {answer!r}", flush=True)
+    writer.close()
+    await writer.wait_closed()
+
+
+async def demo(workdir: Path, *, hold: bool) -> None:
+    say("Starting a real local control plane (etcd, kube-apiserver, controller-manager, scheduler)")
+    plane = ControlPlane(workdir / "cluster").start()
+    stack: LocalStack | None = None
+    try:
+        for node in ("node-a", "node-b"):
+            plane.register_node(node)
+        show(plane, "get", "nodes")
+        say("Installing KubeSerial and running its services (controller, monitor per node, injector)")
+        stack = await LocalStack(plane, workdir / "stack").start()
+        say("Applying the original README's KubeSerial and Manager")
+        show(plane, "apply", "-k", str(SAMPLES))
+        await wait_async(
+            lambda: "True" in plane.kubectl("get", "serialdevice", DEVICE).stdout,
+            within=30,
+            message="devices",
+        )
+        show(plane, "get", "serialdevice")
+
+        say("Plugging a simulated FTDI FT232R (0403:6001) into node-a")
+        adapter = UsbAdapter()
+        stack.usb["node-a"].plug(adapter)
+        device_fd = stack.usb["node-a"].device_side(adapter)
+        await wait_async(lambda: device_on(plane, "node-a"), within=30, message="ender3 available on node-a")
+        show(plane, "get", "serialdevice")
+        show(plane, "get", "node", "node-a", "-o", f"jsonpath={{.status.capacity.kubeserial\\.com/{DEVICE}}}")
+        await wait_async(lambda: stack.gateway_ports.get(DEVICE), within=30, message="the gateway")
+        show(plane, "get", "deployments,services", "-n", "kubeserial")
+        show(plane, "get", "managerschedulerequest")
+
+        say("Talking to the device through its gateway")
+        await wait_async(stack.ports_for(DEVICE).ready, within=30, message="the gateway ready")
+        await talk(stack, device_fd)
+
+        say("Moving the adapter to node-b")
+        stack.usb["node-a"].unplug(adapter)
+        await wait_async(lambda: not device_on(plane, "node-a"), within=30, message="unplugged")
+        show(plane, "get", "serialdevice")
+        stack.usb["node-b"].plug(adapter)
+        await wait_async(lambda: device_on(plane, "node-b"), within=30, message="available on node-b")
+        show(plane, "get", "serialdevice")
+
+        if hold:
+            say("Everything keeps running; press Ctrl-C to stop")
+            print(f"export KUBECONFIG={plane.kubeconfig}")
+            print(f"raw:      socat - TCP:127.0.0.1:{stack.ports_for(DEVICE).raw}")
+            print(
+                f"rfc2217:  python -m serial.tools.miniterm rfc2217://127.0.0.1:{stack.ports_for(DEVICE).rfc2217}"
+            )
+            stop = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+            await stop.wait()
+        say("Done. In a real cluster: kubectl apply -k deploy/kustomize/overlays/default (see README)")
+    finally:
+        if stack is not None:
+            await stack.stop()
+        plane.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m kubeserial_testing.demo", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--hold", action="store_true", help="keep everything running until Ctrl-C")
+    parser.add_argument("--workdir", type=Path, help="where to keep state and logs (default: a temp dir)")
+    args = parser.parse_args(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubeserial-demo-"))
+    print(f"state and logs: {workdir}")
+    asyncio.run(demo(workdir, hold=args.hold))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
