@@ -59,10 +59,17 @@ def usb(tmp_path: Path) -> Iterator[SimulatedUsb]:
 
 @contextmanager
 def monitor(
-    node: str, *, usb: SimulatedUsb, kubeconfig: Path, tmp_path: Path, exit_codes: list[int] | None = None
+    node: str,
+    *,
+    usb: SimulatedUsb,
+    kubeconfig: Path,
+    tmp_path: Path,
+    exit_codes: list[int] | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[RunningMonitor]:
     running = RunningMonitor(node=node, health_port=free_port(), log_path=tmp_path / f"monitor-{node}.log")
     args = ["--node-name", node, "--health-host", "127.0.0.1", "--health-port", str(running.health_port)]
+    args += extra_args
     with service_process(
         "kubeserial_monitor", args, kubeconfig=kubeconfig, log_path=running.log_path, env=usb.env
     ) as proc:
@@ -335,3 +342,29 @@ def test_state_changed_while_the_monitor_was_down_is_repaired_at_start(
         assert "nodeName" not in wait_available(control_plane, name, "False")
         # the first monitor removed its keys at shutdown; a device it never saw gets none
         assert PREFIX + name not in resources(control_plane, "node-a")["capacity"]
+
+
+def test_a_lost_udev_event_is_repaired_by_the_periodic_rescan(
+    control_plane: ControlPlane,
+    monitor_kubeconfig: Path,
+    usb: SimulatedUsb,
+    tmp_path: Path,
+    device_names: list[str],
+) -> None:
+    name = new_name(device_names, "zwave")
+    adapter = UsbAdapter(serial=f"W{uuid.uuid4().hex[:6].upper()}")
+    create_device(control_plane, name, serialNumber=adapter.serial)
+    with monitor(
+        "node-a",
+        usb=usb,
+        kubeconfig=monitor_kubeconfig,
+        tmp_path=tmp_path,
+        extra_args=("--rescan-seconds", "1"),
+    ) as node_a:
+        usb.plug(adapter)
+        wait_available(control_plane, name, "True")
+        usb.unplug(adapter, announce=False)  # no uevent reaches the monitor
+        wait_available(control_plane, name, "False")
+        wait_resource(control_plane, "node-a", name, "0")
+        assert node_a.metric("kubeserial_monitor_udev_events_total", action="remove") == 0
+        assert node_a.metric("kubeserial_monitor_rescans_total") >= 2

@@ -121,8 +121,9 @@ class SimulatedUsb:
         self.plugged[adapter] = words[0] if words else f"/dev/{tty}"
         return self.plugged[adapter]
 
-    def unplug(self, adapter: UsbAdapter) -> None:
-        self._command(f"unplug {self._key(adapter)}")
+    def unplug(self, adapter: UsbAdapter, *, announce: bool = True) -> None:
+        """Remove the adapter; `announce=False` sends no uevent (a lost event: only a rescan sees it)."""
+        self._command(f"unplug {self._key(adapter)}" + ("" if announce else " quiet"))
         self.plugged.pop(adapter, None)
 
     def device_side(self, adapter: UsbAdapter) -> int:

@@ -7,12 +7,13 @@ this script over pipes (kubeserial_testing.umockdev does that). Protocol, one li
 
     <- ready <testbed dir>
     -> plug <key> <description file>     <- ok <devnode...> | error <message>
-    -> unplug <key>                      <- ok | error <message>
+    -> unplug <key> [quiet]              <- ok | error <message>
     -> master <devnode> <unix socket>    <- ok | error <message>
     -> EOF: exit, removing the testbed
 
 `plug` adds the devices of a umockdev description (each emits an `add` uevent); `unplug` removes
-them children first, sending a `remove` uevent before each (removal itself sends none). The pty
+them children first, sending a `remove` uevent before each (removal itself sends none) unless
+`quiet`: then the devices just vanish, like an event lost on the way. The pty
 masters of the simulated ttys stay open in this process for as long as it runs; `master` hands
 a duplicate of one to the test (SCM_RIGHTS over the given unix socket) so it can play the device.
 """
@@ -51,9 +52,11 @@ def main() -> int:
                 testbed.add_from_string(description)
                 plugged[key] = sysfs_paths(description)
                 reply(" ".join(["ok", *devnodes(description)]))
-            elif len(words) == 2 and words[0] == "unplug":
+            elif len(words) in (2, 3) and words[0] == "unplug":
+                announce = words[2:] != ["quiet"]
                 for sys_path in reversed(plugged.pop(words[1])):
-                    testbed.uevent(sys_path, "remove")
+                    if announce:
+                        testbed.uevent(sys_path, "remove")
                     testbed.remove_device(sys_path)
                 reply("ok")
             elif len(words) == 3 and words[0] == "master":

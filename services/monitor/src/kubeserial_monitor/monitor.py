@@ -98,6 +98,7 @@ class Monitor:
         self.device_queue: WorkQueue[str] = WorkQueue()
         self.node_queue: WorkQueue[str] = WorkQueue()
         self._invalid_seen: set[tuple[str, str]] = set()
+        self._event_tasks: set[asyncio.Task[None]] = set()
         health.live_checks["udev"] = lambda: self.watcher.running
         health.ready_checks["serialdevices-synced"] = self.informer.synced.is_set
         health.ready_checks["udev-scanned"] = lambda: self.scanned
@@ -180,6 +181,8 @@ class Monitor:
         self.metrics.devices_matched.set(len(assignment))
         tty = assignment.get(name)
         path = tty.device_path if tty is not None else None
+        # Taken now: an unplug may remove the tty from the inventory while the write is in flight.
+        plugged = self.plugged_at.get(tty.sys_path) if tty is not None else None
         seen: list[tuple[dict[str, Any], Change]] = []
 
         def compute(current: dict[str, Any]) -> dict[str, Any] | None:
@@ -198,35 +201,33 @@ class Monitor:
         final = written if written is not None else last_seen
         self._set_owned(name, tty is not None and owned_by(final, self.settings.node))
         if written is not None:
-            await self._after_write(name, change, final, tty)
+            self._after_write(name, change, final, tty, plugged=plugged)
         elif tty is not None and len(seen) > 1 and owner(last_seen) != self.settings.node:
             # Our claim met a conflict, and the fresh object shows another node holding it.
             self.metrics.claims.labels("lost").inc()
             log.info("device held by another node", device=name, holder=owner(last_seen))
 
-    async def _after_write(self, name: str, change: Change, obj: dict[str, Any], tty: UsbTty | None) -> None:
+    def _after_write(
+        self, name: str, change: Change, obj: dict[str, Any], tty: UsbTty | None, *, plugged: float | None
+    ) -> None:
         outcome = {Change.CLAIM: "claimed", Change.UPDATE: "updated", Change.RELEASE: "released"}[change]
         self.metrics.claims.labels(outcome).inc()
-        if tty is not None:
-            plugged = self.plugged_at.pop(tty.sys_path, None)
-            if plugged is not None:
-                self.metrics.plug_to_status.observe(asyncio.get_running_loop().time() - plugged)
+        if tty is not None and plugged is not None:
+            self.plugged_at.pop(tty.sys_path, None)
+            self.metrics.plug_to_status.observe(asyncio.get_running_loop().time() - plugged)
         log.info(f"device {outcome}", device=name, node=self.settings.node, path=tty and tty.device_path)
-        if change is Change.CLAIM:
-            assert tty is not None
-            await self.events.emit(
-                obj,
-                type_=NORMAL,
-                reason="DeviceAvailable",
-                message=f"found at {tty.device_path} on node {self.settings.node}",
+        if change is Change.CLAIM and tty is not None:
+            self._post_event(
+                obj, "DeviceAvailable", f"found at {tty.device_path} on node {self.settings.node}"
             )
         elif change is Change.RELEASE:
-            await self.events.emit(
-                obj,
-                type_=NORMAL,
-                reason="DeviceUnavailable",
-                message=f"removed from node {self.settings.node}",
-            )
+            self._post_event(obj, "DeviceUnavailable", f"removed from node {self.settings.node}")
+
+    def _post_event(self, obj: dict[str, Any], reason: str, message: str) -> None:
+        """In the background: the next transition of this device must not wait for an Event."""
+        task = asyncio.create_task(self.events.emit(obj, type_=NORMAL, reason=reason, message=message))
+        self._event_tasks.add(task)
+        task.add_done_callback(self._event_tasks.discard)
 
     async def sync_node_resources(self, _key: str = NODE_KEY, *, cleanup: bool = False) -> None:
         """Patch kubeserial.com/* on our Node; `cleanup` removes them all (shutdown)."""
@@ -310,6 +311,8 @@ class Monitor:
     async def shutdown(self) -> None:
         """Remove our extended resources; the Lease is left to expire (a restart renews it)."""
         self.watcher.stop()
+        if self._event_tasks:  # Events already decided on still get posted
+            await asyncio.wait(self._event_tasks, timeout=self.settings.shutdown_timeout_seconds)
         try:
             await asyncio.wait_for(
                 self.sync_node_resources(cleanup=True), timeout=self.settings.shutdown_timeout_seconds

@@ -1,0 +1,215 @@
+"""Plug-to-Available latency of the monitor on a real apiserver (a benchmark: it reports, never fails).
+
+    .venv/bin/python bench/bench_monitor.py [--cycles 60]
+
+Starts its own control plane (etcd + kube-apiserver & co.), the monitor as a process with its
+ServiceAccount, and a umockdev testbed. Each cycle plugs the simulated FTDI adapter and times how
+long until a watch on the SerialDevice shows Available=True (then the same for unplug ->
+Available=False). The clock starts before the plug command goes to the testbed driver and stops when
+the watch event arrives, so it includes udev delivery, the status write and the watch fan-out.
+The monitor's own histogram (udev event -> status written) is reported next to it.
+Results: stdout and bench/results/monitor.json.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client, watch
+
+from kubeserial_common import constants as c
+from kubeserial_common.conditions import condition_status
+from kubeserial_common.kube import api_client
+from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
+from kubeserial_testing.services import apply_rbac, service_process, wait_for
+from kubeserial_testing.umockdev import SimulatedUsb, UsbAdapter
+
+NODE = "node-a"
+RESULTS = REPO_ROOT / "bench" / "results" / "monitor.json"
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(samples)
+    return ordered[max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))]
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    millis = [s * 1000 for s in samples]
+    return {
+        "n": len(millis),
+        "p50_ms": round(percentile(millis, 0.50), 2),
+        "p90_ms": round(percentile(millis, 0.90), 2),
+        "p99_ms": round(percentile(millis, 0.99), 2),
+        "max_ms": round(max(millis), 2),
+        "mean_ms": round(statistics.fmean(millis), 2),
+    }
+
+
+class AvailabilityWatch:
+    """Watches one SerialDevice and timestamps each change of its Available status."""
+
+    def __init__(self, api: client.ApiClient, name: str) -> None:
+        self.api = api
+        self.name = name
+        self.status: str | None = None
+        self.changed_at = 0.0
+        self.changed = asyncio.Condition()
+
+    async def run(self) -> None:
+        custom = client.CustomObjectsApi(self.api)
+        while True:
+            stream = watch.Watch()
+            async with stream.stream(
+                custom.list_cluster_custom_object,
+                c.GROUP,
+                c.VERSION,
+                c.SERIALDEVICES,
+                field_selector=f"metadata.name={self.name}",
+                timeout_seconds=300,
+            ) as events:
+                async for event in events:
+                    now = time.perf_counter()
+                    status = condition_status(event["raw_object"], c.AVAILABLE)
+                    if status != self.status:
+                        async with self.changed:
+                            self.status, self.changed_at = status, now
+                            self.changed.notify_all()
+
+    async def until(self, status: str) -> float:
+        async with asyncio.timeout(10), self.changed:
+            await self.changed.wait_for(lambda: self.status == status)
+            return self.changed_at
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(("kubeserial_monitor_plug_to_status_seconds", "kubeserial_monitor_claims_total")):
+            key, value = line.rsplit(" ", 1)
+            samples[key] = float(value)
+    return samples
+
+
+def histogram_quantile(samples: dict[str, float], fraction: float) -> float | None:
+    """Upper bound of the bucket holding the quantile (what Prometheus would interpolate within)."""
+    prefix = 'kubeserial_monitor_plug_to_status_seconds_bucket{le="'
+    buckets = sorted(
+        (float("inf") if k[len(prefix) : -2] == "+Inf" else float(k[len(prefix) : -2]), v)
+        for k, v in samples.items()
+        if k.startswith(prefix)
+    )
+    total = buckets[-1][1] if buckets else 0
+    for bound, count in buckets:
+        if total and count >= fraction * total:
+            return bound
+    return None
+
+
+async def measure(plane: ControlPlane, usb: SimulatedUsb, *, cycles: int, work: Path) -> dict[str, Any]:
+    name = f"bench-{uuid.uuid4().hex[:6]}"
+    adapter = UsbAdapter(serial="BENCH0001")
+    plane.kubectl(
+        "create",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": c.API_VERSION,
+                "kind": "SerialDevice",
+                "metadata": {"name": name},
+                "spec": {"idVendor": "0403", "idProduct": "6001", "serialNumber": adapter.serial},
+            }
+        ),
+    )
+    kubeconfig = apply_rbac(plane, "monitor")
+    port = free_port()
+    args = ["--node-name", NODE, "--health-host", "127.0.0.1", "--health-port", str(port)]
+    plug: list[float] = []
+    unplug: list[float] = []
+    with service_process(
+        "kubeserial_monitor", args, kubeconfig=kubeconfig, log_path=work / "monitor.log", env=usb.env
+    ):
+        wait_for(lambda: _ready(port), timeout=30, message="monitor ready")
+        async with api_client(str(plane.kubeconfig)) as api:
+            watcher = AvailabilityWatch(api, name)
+            task = asyncio.create_task(watcher.run())
+            try:
+                for _ in range(cycles):
+                    started = time.perf_counter()
+                    await asyncio.to_thread(usb.plug, adapter)
+                    plug.append(await watcher.until("True") - started)
+                    started = time.perf_counter()
+                    await asyncio.to_thread(usb.unplug, adapter)
+                    unplug.append(await watcher.until("False") - started)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        internal = scrape(port)
+        (RESULTS.parent / "monitor.log").write_bytes((work / "monitor.log").read_bytes())
+    plane.kubectl("delete", "serialdevice", name, "--wait=false")
+    return {
+        "cycles": cycles,
+        "plug_to_available_true": summary(plug),
+        "unplug_to_available_false": summary(unplug),
+        "monitor_histogram": {
+            "count": internal.get("kubeserial_monitor_plug_to_status_seconds_count"),
+            "mean_ms": round(
+                1000
+                * internal.get("kubeserial_monitor_plug_to_status_seconds_sum", 0.0)
+                / max(1.0, internal.get("kubeserial_monitor_plug_to_status_seconds_count", 1.0)),
+                2,
+            ),
+            "p50_bucket_le_s": histogram_quantile(internal, 0.50),
+            "p99_bucket_le_s": histogram_quantile(internal, 0.99),
+        },
+        "claims": {k: v for k, v in internal.items() if k.startswith("kubeserial_monitor_claims_total")},
+    }
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            return int(response.status) == 200
+    except OSError:
+        return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cycles", type=int, default=60, help="plug/unplug cycles (default 60)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-monitor-") as tmp:
+        work = Path(tmp)
+        plane = ControlPlane(work / "plane").start()
+        try:
+            plane.kubectl("apply", "-k", str(REPO_ROOT / "deploy" / "kustomize" / "base" / "crd"))
+            plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+            plane.register_node(NODE)
+            with SimulatedUsb(work / "usb") as usb:
+                result = asyncio.run(measure(plane, usb, cycles=args.cycles, work=work))
+        finally:
+            plane.stop()
+    result["target"] = "p99 plug-to-Available=True under 200 ms"
+    print(json.dumps(result, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
