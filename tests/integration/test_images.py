@@ -3,7 +3,6 @@ service starts in a real container: `--help` exits 0 and its health endpoint ans
 use --network=host (the engine has no bridge network) and reach the test control plane on loopback
 with their component's ServiceAccount token, so the shipped RBAC is exercised from inside too."""
 
-import base64
 import os
 import select
 import socket
@@ -32,8 +31,14 @@ from kubeserial_testing.services import apply_rbac, wait_for
 # Setup of the first test may build the images from cold (a few minutes); warm it takes seconds.
 pytestmark = [pytest.mark.docker, pytest.mark.controlplane, pytest.mark.timeout(1500)]
 NAMESPACE = "kubeserial"
-EXPECTED_USER = {"controller": "65532:65532", "injector": "65532:65532", "monitor": "0:0", "gateway": "0:0"}
-KUBECONFIG = "/etc/kubeserial/kubeconfig"  # where a container finds its ServiceAccount kubeconfig
+# What each Dockerfile runs as; the manifests set the same (the gateway's `serve` needs the device).
+EXPECTED_USER = {
+    "controller": "65532:65532",
+    "injector": "65532:65532",
+    "monitor": "65534:65534",
+    "gateway": "0:0",
+}
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +54,26 @@ def images(docker: Docker) -> BuiltImages:
     return build_images(docker)
 
 
-def kubeconfig_mount(control_plane: ControlPlane, component: str, directory: Path) -> list[str]:
-    """docker options mounting the component's ServiceAccount kubeconfig at KUBECONFIG, with the CA
-    inline (one file, readable by a non-root container user)."""
+def cluster_options(control_plane: ControlPlane, component: str, directory: Path) -> list[str]:
+    """docker options for a service that talks to the test control plane the way it does in a pod:
+    in-cluster configuration (the ServiceAccount token and CA mounted where the kubelet puts them,
+    KUBERNETES_SERVICE_HOST/PORT), host network (the apiserver is on loopback), and a read-only
+    root filesystem as in its manifest."""
     config = yaml.safe_load(apply_rbac(control_plane, component).read_text())
-    for cluster in config["clusters"]:
-        ca_path = Path(cluster["cluster"].pop("certificate-authority"))
-        cluster["cluster"]["certificate-authority-data"] = base64.b64encode(ca_path.read_bytes()).decode()
-    path = directory / f"{component}.kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o644)
-    return ["-v", f"{path}:{KUBECONFIG}:ro"]
+    account = directory / f"{component}-serviceaccount"
+    account.mkdir()
+    (account / "token").write_text(config["users"][0]["user"]["token"])
+    (account / "ca.crt").write_bytes(control_plane.ca_file.read_bytes())
+    (account / "namespace").write_text(NAMESPACE)
+    for file in account.iterdir():
+        file.chmod(0o644)  # readable by the image's non-root user, as the kubelet's projection is
+    return [
+        "--network=host",
+        "--read-only",
+        "-v", f"{account}:{SERVICE_ACCOUNT_DIR}:ro",
+        "-e", "KUBERNETES_SERVICE_HOST=127.0.0.1",
+        "-e", f"KUBERNETES_SERVICE_PORT={control_plane.ports['apiserver']}",
+    ]  # fmt: skip
 
 
 def read_exactly(fd: int, count: int, *, timeout: float = 10.0) -> bytes:
@@ -144,8 +158,8 @@ def test_monitor_in_a_container_renews_its_node_lease(
         with running_container(
             docker,
             images.services["monitor"],
-            ["--node-name", node, "--health-port", str(health_port), "--kubeconfig", KUBECONFIG],
-            options=["--network=host", *kubeconfig_mount(control_plane, "monitor", tmp_path)],
+            ["--node-name", node, "--health-port", str(health_port)],
+            options=cluster_options(control_plane, "monitor", tmp_path),
             log_path=tmp_path / "monitor.log",
         ) as name:
             wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/healthz")
@@ -170,8 +184,8 @@ def test_controller_in_a_container_becomes_leader(
         with running_container(
             docker,
             images.services["controller"],
-            ["--leader-election-id", lease, "--health-port", str(health_port), "--kubeconfig", KUBECONFIG],
-            options=["--network=host", *kubeconfig_mount(control_plane, "controller", tmp_path)],
+            ["--leader-election-id", lease, "--health-port", str(health_port)],
+            options=cluster_options(control_plane, "controller", tmp_path),
             log_path=tmp_path / "controller.log",
         ) as name:
             wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/healthz")
@@ -197,13 +211,12 @@ def test_injector_in_a_container_serves_tls(
     ).write(certs, "tls")  # fmt: skip
     key_file.chmod(0o644)  # a throwaway key, readable by the image's non-root user
     port, health_port = free_port(), free_port()
-    mounts = ["-v", f"{certs}:/certs:ro", *kubeconfig_mount(control_plane, "injector", tmp_path)]
     with running_container(
         docker,
         images.services["injector"],
         ["--cert-mode", "files", "--tls-cert-file", "/certs/tls.crt", "--tls-key-file", "/certs/tls.key",
-         "--port", str(port), "--health-port", str(health_port), "--kubeconfig", KUBECONFIG],
-        options=["--network=host", *mounts],
+         "--port", str(port), "--health-port", str(health_port)],
+        options=[*cluster_options(control_plane, "injector", tmp_path), "-v", f"{certs}:/certs:ro"],
         log_path=tmp_path / "injector.log",
     ) as name:  # fmt: skip
         wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/healthz")
