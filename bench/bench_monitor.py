@@ -18,7 +18,6 @@ import json
 import statistics
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from kubeserial_common import constants as c
 from kubeserial_common.conditions import condition_status
 from kubeserial_common.kube import api_client
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
+from kubeserial_testing.probes import http_get, is_ready
 from kubeserial_testing.services import apply_rbac, service_process, wait_for
 from kubeserial_testing.umockdev import SimulatedUsb, UsbAdapter
 
@@ -91,8 +91,7 @@ class AvailabilityWatch:
 
 
 def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+    text = http_get(port, "/metrics")[1]
     samples: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith(("kubeserial_monitor_plug_to_status_seconds", "kubeserial_monitor_claims_total")):
@@ -140,7 +139,7 @@ async def measure(plane: ControlPlane, usb: SimulatedUsb, *, cycles: int, work: 
     with service_process(
         "kubeserial_monitor", args, kubeconfig=kubeconfig, log_path=work / "monitor.log", env=usb.env
     ):
-        wait_for(lambda: _ready(port), timeout=30, message="monitor ready")
+        wait_for(lambda: is_ready(port), timeout=30, message="monitor ready")
         async with api_client(str(plane.kubeconfig)) as api:
             watcher = AvailabilityWatch(api, name)
             task = asyncio.create_task(watcher.run())
@@ -176,14 +175,6 @@ async def measure(plane: ControlPlane, usb: SimulatedUsb, *, cycles: int, work: 
         },
         "claims": {k: v for k, v in internal.items() if k.startswith("kubeserial_monitor_claims_total")},
     }
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return int(response.status) == 200
-    except OSError:
-        return False
 
 
 def main() -> int:
