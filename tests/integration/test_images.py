@@ -4,10 +4,8 @@ use --network=host (the engine has no bridge network) and reach the test control
 with their component's ServiceAccount token, so the shipped RBAC is exercised from inside too."""
 
 import os
-import select
 import socket
 import ssl
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +19,9 @@ from kubeserial_testing.docker import (
     BuiltImages,
     Docker,
     build_images,
+    engine_for_tests,
+    read_exactly,
     running_container,
-    start_engine,
-    stop_engine,
     wait_healthy,
 )
 from kubeserial_testing.services import apply_rbac, wait_for
@@ -43,10 +41,7 @@ SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 @pytest.fixture(scope="module")
 def docker() -> Iterator[Docker]:
-    engine, started = start_engine()
-    yield engine
-    if started:
-        stop_engine(engine)
+    yield from engine_for_tests()
 
 
 @pytest.fixture(scope="module")
@@ -74,18 +69,6 @@ def cluster_options(control_plane: ControlPlane, component: str, directory: Path
         "-e", "KUBERNETES_SERVICE_HOST=127.0.0.1",
         "-e", f"KUBERNETES_SERVICE_PORT={control_plane.ports['apiserver']}",
     ]  # fmt: skip
-
-
-def read_exactly(fd: int, count: int, *, timeout: float = 10.0) -> bytes:
-    data = b""
-    deadline = time.monotonic() + timeout
-    while len(data) < count:
-        remaining = deadline - time.monotonic()
-        readable, _, _ = select.select([fd], [], [], max(remaining, 0))
-        if not readable:
-            raise AssertionError(f"read {data!r}, wanted {count} bytes within {timeout}s")
-        data += os.read(fd, count - len(data))
-    return data
 
 
 def test_app_image_has_no_python_and_no_socat(docker: Docker, images: BuiltImages) -> None:
@@ -132,8 +115,8 @@ def test_gateway_serves_a_pty_in_a_container(docker: Docker, images: BuiltImages
             options=["--network=host", "-v", f"{os.ttyname(slave)}:/dev/ttyUSB0"],
             log_path=tmp_path / "gateway.log",
         ) as name:  # fmt: skip
-            wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/healthz")
-            wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/readyz")
+            wait_healthy(docker, name, health_port, "/healthz")
+            wait_healthy(docker, name, health_port, "/readyz")
             with socket.create_connection(("127.0.0.1", raw_port), timeout=10) as client:
                 client.sendall(b"to-device")
                 assert read_exactly(master, len(b"to-device")) == b"to-device"
@@ -162,8 +145,8 @@ def test_monitor_in_a_container_renews_its_node_lease(
             options=cluster_options(control_plane, "monitor", tmp_path),
             log_path=tmp_path / "monitor.log",
         ) as name:
-            wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/healthz")
-            wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/readyz")
+            wait_healthy(docker, name, health_port, "/healthz")
+            wait_healthy(docker, name, health_port, "/readyz")
             lease_exists = ("get", "lease", lease, "-n", NAMESPACE)
             wait_for(
                 lambda: control_plane.kubectl(*lease_exists, check=False).returncode == 0,
@@ -188,8 +171,8 @@ def test_controller_in_a_container_becomes_leader(
             options=cluster_options(control_plane, "controller", tmp_path),
             log_path=tmp_path / "controller.log",
         ) as name:
-            wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/healthz")
-            wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/readyz")
+            wait_healthy(docker, name, health_port, "/healthz")
+            wait_healthy(docker, name, health_port, "/readyz")
             holder = control_plane.kubectl(
                 "get", "lease", lease, "-n", NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}", check=False
             )
@@ -219,8 +202,8 @@ def test_injector_in_a_container_serves_tls(
         options=[*cluster_options(control_plane, "injector", tmp_path), "-v", f"{certs}:/certs:ro"],
         log_path=tmp_path / "injector.log",
     ) as name:  # fmt: skip
-        wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/healthz")
-        wait_healthy(docker, name, f"http://127.0.0.1:{health_port}/readyz")
+        wait_healthy(docker, name, health_port, "/healthz")
+        wait_healthy(docker, name, health_port, "/readyz")
         context = ssl.create_default_context(cadata=ca_pair.cert_pem.decode())
         with (
             socket.create_connection(("127.0.0.1", port), timeout=10) as raw,

@@ -5,10 +5,10 @@ none) and reach the test control plane on loopback. Nothing is pulled: hack/imag
 the base images locally and builds the service images offline.
 """
 
+import os
+import select
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubeserial_testing.controlplane import REPO_ROOT
+from kubeserial_testing.probes import http_get
 
 HACK = REPO_ROOT / "hack"
 SERVICES = ("controller", "monitor", "gateway", "injector")
@@ -68,6 +69,15 @@ def start_engine() -> tuple[Docker, bool]:
 
 def stop_engine(docker: Docker) -> None:
     subprocess.run([str(HACK / "docker-down.sh")], env=docker.env, check=True, timeout=120)
+
+
+def engine_for_tests() -> Iterator[Docker]:
+    """Body of a test fixture: the engine for the fixture's scope, stopped after it only if this
+    started it (a developer's running dockerd stays up)."""
+    docker, started = start_engine()
+    yield docker
+    if started:
+        stop_engine(docker)
 
 
 @dataclass(frozen=True)
@@ -133,23 +143,13 @@ def container_running(docker: Docker, name: str) -> bool:
     return state.stdout.strip() == "true"
 
 
-def http_status(url: str, *, timeout: float = 2.0) -> int | None:
-    """The HTTP status of a GET, or None when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
-    except (OSError, ValueError):
-        return None
-
-
-def wait_healthy(docker: Docker, name: str, url: str, *, timeout: float = 60.0) -> None:
-    """Wait until url answers 200 while the container keeps running; fail with its logs."""
+def wait_healthy(docker: Docker, name: str, port: int, path: str, *, timeout: float = 60.0) -> None:
+    """Wait until GET 127.0.0.1:port/path answers 200 while the container keeps running (host
+    network); fail with its logs."""
     deadline = time.monotonic() + timeout
-    status: int | None = None
+    status = 0
     while time.monotonic() < deadline:
-        status = http_status(url)
+        status = http_get(port, path)[0]
         if status == 200:
             return
         if not container_running(docker, name):
@@ -157,6 +157,18 @@ def wait_healthy(docker: Docker, name: str, url: str, *, timeout: float = 60.0) 
         time.sleep(0.2)
     logs = docker("logs", name, check=False)
     raise AssertionError(
-        f"{url} answered {status} (container running: {container_running(docker, name)})\n"
+        f"{path} on port {port} answered {status or 'nothing'} (running: {container_running(docker, name)})\n"
         f"{logs.stdout}{logs.stderr}"
     )
+
+
+def read_exactly(fd: int, count: int, *, timeout: float = 10.0) -> bytes:
+    """count bytes from a file descriptor (a pty master the test plays the device on)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while len(data) < count:
+        readable, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+        if not readable:
+            raise AssertionError(f"read {data!r}, wanted {count} bytes within {timeout}s")
+        data += os.read(fd, count - len(data))
+    return data
