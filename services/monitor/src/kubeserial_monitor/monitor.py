@@ -88,7 +88,7 @@ class Monitor:
             name="serialdevices",
             resync_seconds=settings.resync_seconds,
         )
-        self.watcher = UdevWatcher(on_event=self._on_udev_event, on_overflow=self.rescan)
+        self.watcher = UdevWatcher(on_event=self._on_udev_event, on_missed=self.rescan)
         if udev_context is not None:
             self.watcher.context = udev_context
         self.inventory: dict[str, UsbTty] = {}  # sys_path -> tty, on this node now
@@ -248,7 +248,10 @@ class Monitor:
     async def _rescan_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.settings.rescan_seconds)
-            self.rescan()
+            try:
+                self.rescan()
+            except Exception as exc:  # e.g. sysfs unreadable for a moment; try again next time
+                log.warning("udev rescan failed", error=repr(exc))
 
     def _count_error(self, kind: str) -> Any:
         def on_error(key: str, exc: BaseException) -> None:

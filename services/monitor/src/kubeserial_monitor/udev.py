@@ -48,6 +48,9 @@ def scan(context: Any) -> dict[str, UsbTty]:
         except (OSError, pyudev.DeviceNotFoundError) as exc:  # unplugged while we looked
             log.debug("tty vanished during scan", sys_path=str(device.sys_path), error=repr(exc))
             continue
+        except Exception as exc:  # one odd device must not hide the others
+            log.warning("cannot read tty", sys_path=str(device.sys_path), error=repr(exc))
+            continue
         if tty is not None:
             found[tty.sys_path] = tty
     return found
@@ -63,10 +66,11 @@ class UdevEvent:
 
 @dataclass
 class UdevWatcher:
-    """Netlink listener for tty uevents; calls `on_event` for each, `on_overflow` when some were lost."""
+    """Netlink listener for tty uevents: `on_event` for each one, `on_missed` when some were lost
+    or could not be read (the caller rescans)."""
 
     on_event: Callable[[UdevEvent], None]
-    on_overflow: Callable[[], None]
+    on_missed: Callable[[], None]
     context: Any = field(default_factory=pyudev.Context)
     _monitor: Any = None
     _loop: asyncio.AbstractEventLoop | None = None
@@ -97,11 +101,15 @@ class UdevWatcher:
                 log.warning(
                     "udev netlink receive failed", error=repr(exc), overflow=exc.errno == errno.ENOBUFS
                 )
-                self.on_overflow()
+                self.on_missed()
                 return
             if device is None:
                 return
-            self._dispatch(device, received=self._loop.time())
+            try:
+                self._dispatch(device, received=self._loop.time())
+            except Exception as exc:  # a malformed event: the rescan will tell us the truth
+                log.warning("cannot handle udev event", error=repr(exc))
+                self.on_missed()
 
     def _dispatch(self, device: Any, *, received: float) -> None:
         action = str(device.action or "change")
