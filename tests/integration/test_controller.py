@@ -6,12 +6,8 @@ manager pods, the kubelet (pod status), and watch the cluster follow.
 """
 
 import json
-import subprocess
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -19,139 +15,83 @@ import pytest
 import yaml
 
 from kubeserial_common import constants as c
-from kubeserial_common.conditions import ConditionUpdate, apply_conditions, now_rfc3339
-from kubeserial_common.leases import micro_time
-from kubeserial_common.names import gateway_name, manager_request_name, monitor_lease_name
-from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
+from kubeserial_common.conditions import now_rfc3339
+from kubeserial_common.names import gateway_name, manager_request_name
+from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane
 from kubeserial_testing.kubelet import pod_containers, running_pod_status
-from kubeserial_testing.probes import http_get, is_ready, metric_value
-from kubeserial_testing.services import apply_rbac, service_process, wait_for
+from kubeserial_testing.objects import (
+    DEVICE_PATH,
+    apply_object,
+    condition,
+    get_object,
+    serial_device,
+    simulated_node,
+    unique,
+    wait_exists,
+    wait_gone,
+    write_monitor_status,
+)
+from kubeserial_testing.probes import RunningService, http_get, running_service
+from kubeserial_testing.services import NAMESPACE, apply_rbac, wait_for
 
 pytestmark = pytest.mark.controlplane
-NAMESPACE = "kubeserial"
 SEED = REPO_ROOT / "tests" / "fixtures" / "seed"
 GATEWAY_IMAGE = "kubeserial/gateway:under-test"
-BY_ID = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0"
 
 
-@dataclass
-class RunningController:
-    proc: subprocess.Popen[bytes]
-    health_port: int
-    log_path: Path
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def metric(self, name: str, **labels: str) -> float | None:
-        return metric_value(self.health_port, name, **labels)
+def start_controller(
+    plane: ControlPlane, kubeconfig: Path, log_path: Path, *extra: str
+) -> AbstractContextManager[RunningService]:
+    args = ["--gateway-image", GATEWAY_IMAGE, "--node-grace-seconds", "1", *extra]
+    return running_service("kubeserial_controller", args, kubeconfig=kubeconfig, log_path=log_path)
 
 
 @pytest.fixture(scope="module")
 def controller(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningController]:
+) -> Iterator[RunningService]:
     kubeconfig = apply_rbac(control_plane, "controller")
     # Gateway pods name this ServiceAccount; without it the ReplicaSet cannot create them.
     control_plane.kubectl("create", "serviceaccount", "kubeserial-gateway", "-n", NAMESPACE, check=False)
-    port = free_port()
     log_path = tmp_path_factory.mktemp("controller") / "controller.log"
-    args = [
-        *("--health-host", "127.0.0.1", "--health-port", str(port)),
-        *("--gateway-image", GATEWAY_IMAGE, "--node-grace-seconds", "1"),
-    ]
-    with service_process("kubeserial_controller", args, kubeconfig=kubeconfig, log_path=log_path) as proc:
-        running = RunningController(proc, port, log_path)
+    with start_controller(control_plane, kubeconfig, log_path) as running:
         wait_for(
             lambda: not running.alive() or running.metric("kubeserial_controller_leader") == 1.0,
             timeout=60,
             message="controller leading",
         )
-        assert running.alive(), log_path.read_text()
+        assert running.alive(), running.log_tail()
         yield running
-    assert proc.returncode == 0, log_path.read_text()[-4000:]
+    assert running.proc.returncode == 0, running.log_tail()
 
 
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def get(plane: ControlPlane, kind: str, name: str, *, namespace: str | None = None) -> dict[str, Any] | None:
-    """The object, or None when it does not exist."""
-    scope = ["-n", namespace] if namespace else []
-    out = plane.kubectl("get", kind, name, *scope, "--ignore-not-found", "-o", "json").stdout
-    return json.loads(out) if out.strip() else None
+def device(plane: ControlPlane, name: str) -> dict[str, Any] | None:
+    return get_object(plane, "serialdevice", name)
 
 
-def apply(plane: ControlPlane, obj: dict[str, Any]) -> None:
-    plane.kubectl("apply", "-f", "-", input=json.dumps(obj))
+def device_condition(plane: ControlPlane, name: str, condition_type: str) -> dict[str, Any]:
+    return condition(device(plane, name), condition_type)
 
 
-def unique(base: str) -> str:
-    return f"{base}-{uuid.uuid4().hex[:6]}"
+def child(plane: ControlPlane, kind: str, name: str) -> dict[str, Any] | None:
+    """A namespaced object the controller made (gateway or manager workload)."""
+    return get_object(plane, kind, name, namespace=NAMESPACE)
 
 
-def condition(obj: dict[str, Any] | None, condition_type: str) -> dict[str, Any]:
-    conditions = ((obj or {}).get("status") or {}).get("conditions") or []
-    return next((cond for cond in conditions if cond["type"] == condition_type), {})
+def fulfilled(plane: ControlPlane, request: str) -> bool | None:
+    return ((get_object(plane, "msr", request) or {}).get("status") or {}).get("fulfilled")
 
 
-def create_device(plane: ControlPlane, name: str, **spec: Any) -> None:
-    apply(
-        plane,
-        {
-            "apiVersion": c.API_VERSION,
-            "kind": "SerialDevice",
-            "metadata": {"name": name},
-            "spec": {"idVendor": "0403", "idProduct": "6001", **spec},
-        },
-    )
-
-
-def write_monitor_status(plane: ControlPlane, name: str, *, node: str | None, available: bool) -> None:
-    """What a monitor writes when it claims (node set) or releases a device."""
-    device = get(plane, "serialdevice", name)
-    assert device is not None
-    current = (device.get("status") or {}).get("conditions") or []
-    if available:
-        updates = [
-            ConditionUpdate(c.AVAILABLE, "True", "DeviceAvailable", f"on {node}"),
-            ConditionUpdate(c.FREE, "True", "NoSession"),
-        ]
-        placement = {"nodeName": node, "devicePath": BY_ID}
-    else:
-        updates = [
-            ConditionUpdate(c.AVAILABLE, "False", "DeviceUnavailable", "unplugged"),
-            ConditionUpdate(c.FREE, "False", "DeviceUnavailable"),
-        ]
-        placement = {"nodeName": None, "devicePath": None}
-    status = {**placement, "conditions": apply_conditions(current, updates, now=now_rfc3339())}
-    plane.kubectl(
-        "patch",
-        "serialdevice",
-        name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
-    )
-
-
-def renew_monitor_lease(plane: ControlPlane, node: str, *, duration: int) -> None:
-    now = micro_time(datetime.now(UTC))
-    apply(
-        plane,
-        {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {"name": monitor_lease_name(node), "namespace": NAMESPACE},
-            "spec": {
-                "holderIdentity": f"monitor-{node}",
-                "leaseDurationSeconds": duration,
-                "acquireTime": now,
-                "renewTime": now,
-            },
-        },
-    )
+def kubeserial_object(name: str, entries: list[dict[str, Any]], **ingress: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": "KubeSerial",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"ingress": {"enabled": False, **ingress}, "serialDevices": entries},
+    }
 
 
 def seed_manager(name: str) -> dict[str, Any]:
@@ -161,20 +101,6 @@ def seed_manager(name: str) -> dict[str, Any]:
     return manager
 
 
-def wait_gone(plane: ControlPlane, kind: str, name: str, *, namespace: str | None = None) -> None:
-    wait_for(
-        lambda: get(plane, kind, name, namespace=namespace) is None, timeout=30, message=f"{kind}/{name} gone"
-    )
-
-
-def wait_exists(plane: ControlPlane, kind: str, name: str, *, namespace: str | None = None) -> dict[str, Any]:
-    found = wait_for(
-        lambda: get(plane, kind, name, namespace=namespace), timeout=30, message=f"{kind}/{name}"
-    )
-    assert isinstance(found, dict)
-    return found
-
-
 def events_for(plane: ControlPlane, name: str, *, namespace: str = "default") -> list[str]:
     listed = json.loads(
         plane.kubectl(
@@ -182,24 +108,6 @@ def events_for(plane: ControlPlane, name: str, *, namespace: str = "default") ->
         ).stdout
     )
     return [event["reason"] for event in listed["items"]]
-
-
-@contextmanager
-def simulated_node(plane: ControlPlane, *, lease_seconds: int = 3600) -> Iterator[str]:
-    """A Node of this test's own, schedulable, with a monitor Lease valid for `lease_seconds`.
-
-    The harness's nodes keep the not-ready taint TaintNodesByCondition puts on new Nodes (no node
-    lifecycle controller runs to lift it); a kubelet reporting Ready would have it removed.
-    """
-    node = unique("node")
-    plane.register_node(node)
-    plane.kubectl("taint", "node", node, "node.kubernetes.io/not-ready:NoSchedule-")
-    renew_monitor_lease(plane, node, duration=lease_seconds)
-    try:
-        yield node
-    finally:
-        plane.kubectl("delete", "lease", monitor_lease_name(node), "-n", NAMESPACE, check=False)
-        plane.kubectl("delete", "node", node, "--wait=false", check=False)
 
 
 @pytest.fixture
@@ -212,19 +120,19 @@ def live_node(control_plane: ControlPlane) -> Iterator[str]:
 
 
 def test_seed_kubeserial_creates_its_devices_and_removes_them(
-    controller: RunningController, control_plane: ControlPlane
+    controller: RunningService, control_plane: ControlPlane
 ) -> None:
     control_plane.kubectl("apply", "-f", str(SEED / "kubeserial.yaml"))
     for name, vendor in (("ender3", "0403"), ("sonoff-zigbee", "10c4")):
-        device = wait_exists(control_plane, "serialdevice", name)
-        assert device["metadata"]["labels"][c.KUBESERIAL_LABEL] == "kubeserial.kubeserial"
-        assert device["spec"]["idVendor"] == vendor and device["spec"]["name"] == name
-    assert get(control_plane, "serialdevice", "ender3")["spec"]["manager"] == "octoprint"  # type: ignore[index]
-    kubeserial = get(control_plane, "kubeserial", "kubeserial", namespace=NAMESPACE)
+        created = wait_exists(control_plane, "serialdevice", name)
+        assert created["metadata"]["labels"][c.KUBESERIAL_LABEL] == "kubeserial.kubeserial"
+        assert created["spec"]["idVendor"] == vendor and created["spec"]["name"] == name
+    assert (device(control_plane, "ender3") or {})["spec"]["manager"] == "octoprint"
+    kubeserial = child(control_plane, "kubeserial", "kubeserial")
     assert kubeserial is not None and c.KUBESERIAL_FINALIZER in kubeserial["metadata"]["finalizers"]
     wait_for(
         lambda: (
-            (get(control_plane, "kubeserial", "kubeserial", namespace=NAMESPACE) or {}).get("status", {})
+            (child(control_plane, "kubeserial", "kubeserial") or {}).get("status")
             == {"observedGeneration": 1, "serialDevices": 2}
         ),
         timeout=15,
@@ -238,7 +146,7 @@ def test_seed_kubeserial_creates_its_devices_and_removes_them(
     wait_gone(control_plane, "serialdevice", "sonoff-zigbee")
     wait_for(
         lambda: (
-            (get(control_plane, "serialdevice", "ender3") or {}).get("spec")
+            (device(control_plane, "ender3") or {}).get("spec")
             == {"name": "ender3", "idVendor": "0403", "idProduct": "6015"}
         ),
         timeout=15,
@@ -257,64 +165,49 @@ def test_seed_kubeserial_creates_its_devices_and_removes_them(
 
 
 def test_device_of_another_owner_is_left_alone(
-    controller: RunningController, control_plane: ControlPlane
+    controller: RunningService, control_plane: ControlPlane
 ) -> None:
     mine, kubeserial = unique("handmade"), unique("claimer")
-    create_device(control_plane, mine, idProduct="1234")
-    apply(
-        control_plane,
-        {
-            "apiVersion": c.API_VERSION,
-            "kind": "KubeSerial",
-            "metadata": {"name": kubeserial, "namespace": NAMESPACE},
-            "spec": {
-                "ingress": {"enabled": False},
-                "serialDevices": [{"name": mine, "idVendor": "10c4", "idProduct": "ea60"}],
-            },
-        },
-    )
+    apply_object(control_plane, serial_device(mine, idProduct="1234"))
+    entries = [{"name": mine, "idVendor": "10c4", "idProduct": "ea60"}]
+    apply_object(control_plane, kubeserial_object(kubeserial, entries))
     wait_for(
         lambda: "SerialDeviceConflict" in events_for(control_plane, kubeserial, namespace=NAMESPACE),
         timeout=15,
         message="conflict reported",
     )
-    device = get(control_plane, "serialdevice", mine)
-    assert device is not None and device["spec"]["idProduct"] == "1234"
-    assert c.KUBESERIAL_LABEL not in (device["metadata"].get("labels") or {})
+    untouched = device(control_plane, mine)
+    assert untouched is not None and untouched["spec"]["idProduct"] == "1234"
+    assert c.KUBESERIAL_LABEL not in (untouched["metadata"].get("labels") or {})
     control_plane.kubectl("delete", "kubeserial", kubeserial, "-n", NAMESPACE)
-    assert get(control_plane, "serialdevice", mine) is not None, "a device it does not own must survive"
+    assert device(control_plane, mine) is not None, "a device it does not own must survive"
     control_plane.kubectl("delete", "serialdevice", mine)
 
 
 # -- SerialDevice: Ready ---------------------------------------------------------------------------
 
 
-def test_ready_follows_the_manager(controller: RunningController, control_plane: ControlPlane) -> None:
+def test_ready_follows_the_manager(controller: RunningService, control_plane: ControlPlane) -> None:
     name, manager = unique("printer"), unique("octo")
-    create_device(control_plane, name, manager=manager)
+    apply_object(control_plane, serial_device(name, manager=manager))
     wait_for(
-        lambda: (
-            condition(get(control_plane, "serialdevice", name), c.READY).get("reason")
-            == "ManagerNotAvailable"
-        ),
+        lambda: device_condition(control_plane, name, c.READY).get("reason") == "ManagerNotAvailable",
         timeout=15,
         message="Ready=False ManagerNotAvailable",
     )
-    cond = condition(get(control_plane, "serialdevice", name), c.READY)
+    cond = device_condition(control_plane, name, c.READY)
     assert cond["status"] == "False" and manager in cond["message"]
-    apply(control_plane, seed_manager(manager))
+    apply_object(control_plane, seed_manager(manager))
     wait_for(
-        lambda: (
-            condition(get(control_plane, "serialdevice", name), c.READY).get("reason") == "AllChecksPassed"
-        ),
+        lambda: device_condition(control_plane, name, c.READY).get("reason") == "AllChecksPassed",
         timeout=15,
         message="Ready=True once the Manager exists",
     )
-    assert condition(get(control_plane, "serialdevice", name), c.READY)["status"] == "True"
+    assert device_condition(control_plane, name, c.READY)["status"] == "True"
     # ... and back when it goes away again: Managers are watched, not checked once.
     control_plane.kubectl("delete", "manager", manager)
     wait_for(
-        lambda: condition(get(control_plane, "serialdevice", name), c.READY).get("status") == "False",
+        lambda: device_condition(control_plane, name, c.READY).get("status") == "False",
         timeout=15,
         message="Ready=False after the Manager is deleted",
     )
@@ -326,21 +219,20 @@ def test_ready_follows_the_manager(controller: RunningController, control_plane:
 
 
 def test_available_device_gets_a_gateway_on_its_node_until_unplugged(
-    controller: RunningController, control_plane: ControlPlane, live_node: str
+    controller: RunningService, control_plane: ControlPlane, live_node: str
 ) -> None:
     name = unique("zigbee")
-    create_device(control_plane, name, baudRate=57600)
+    apply_object(control_plane, serial_device(name, baudRate=57600))
     write_monitor_status(control_plane, name, node=live_node, available=True)
     deployment = wait_exists(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE)
     service = wait_exists(control_plane, "service", gateway_name(name), namespace=NAMESPACE)
-    device = get(control_plane, "serialdevice", name)
-    assert device is not None
-    for child in (deployment, service):
-        (owner,) = child["metadata"]["ownerReferences"]
+    uid = (device(control_plane, name) or {})["metadata"]["uid"]
+    for made in (deployment, service):
+        (owner,) = made["metadata"]["ownerReferences"]
         assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
             "SerialDevice",
             name,
-            device["metadata"]["uid"],
+            uid,
             True,
         )
     spec = deployment["spec"]
@@ -348,17 +240,23 @@ def test_available_device_gets_a_gateway_on_its_node_until_unplugged(
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == GATEWAY_IMAGE
-    assert container["args"] == ["serve", "--device", BY_ID, "--device-name", name, "--baud-rate", "57600"]
+    assert container["args"] == [
+        "serve",
+        "--device",
+        DEVICE_PATH,
+        "--device-name",
+        name,
+        "--baud-rate",
+        "57600",
+    ]
     assert pod["serviceAccountName"] == "kubeserial-gateway"
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"raw": 3333, "rfc2217": 2217}
     # The scheduler really puts the gateway pod on the device's node.
     selector = ",".join(f"{k}={v}" for k, v in spec["selector"]["matchLabels"].items())
 
     def scheduled_nodes() -> list[str]:
-        pods = json.loads(
-            control_plane.kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json").stdout
-        )
-        return [p["spec"].get("nodeName") for p in pods["items"]]
+        listed = control_plane.kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json").stdout
+        return [pod["spec"].get("nodeName") for pod in json.loads(listed)["items"]]
 
     wait_for(lambda: scheduled_nodes() == [live_node], timeout=30, message="gateway pod bound to its node")
 
@@ -370,18 +268,16 @@ def test_available_device_gets_a_gateway_on_its_node_until_unplugged(
 
 
 def test_gateway_deleted_or_edited_by_hand_is_repaired(
-    controller: RunningController, control_plane: ControlPlane, live_node: str
+    controller: RunningService, control_plane: ControlPlane, live_node: str
 ) -> None:
     name = unique("arduino")
-    create_device(control_plane, name)
+    apply_object(control_plane, serial_device(name))
     write_monitor_status(control_plane, name, node=live_node, available=True)
     first = wait_exists(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE)
     control_plane.kubectl("delete", "deployment", gateway_name(name), "-n", NAMESPACE)
     wait_for(
         lambda: (
-            (get(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE) or first)["metadata"][
-                "uid"
-            ]
+            (child(control_plane, "deployment", gateway_name(name)) or first)["metadata"]["uid"]
             != first["metadata"]["uid"]
         ),
         timeout=30,
@@ -391,9 +287,7 @@ def test_gateway_deleted_or_edited_by_hand_is_repaired(
     control_plane.kubectl("delete", "service", gateway_name(name), "-n", NAMESPACE)
     wait_for(
         lambda: (
-            (get(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE) or {})
-            .get("spec", {})
-            .get("replicas")
+            (child(control_plane, "deployment", gateway_name(name)) or {}).get("spec", {}).get("replicas")
             == 1
         ),
         timeout=30,
@@ -405,7 +299,7 @@ def test_gateway_deleted_or_edited_by_hand_is_repaired(
         write_monitor_status(control_plane, name, node=other_node, available=True)
 
         def pinned_to() -> list[str]:
-            deployment = get(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE) or {}
+            deployment = child(control_plane, "deployment", gateway_name(name)) or {}
             terms = deployment["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
                 "requiredDuringSchedulingIgnoredDuringExecution"
             ]["nodeSelectorTerms"]
@@ -418,27 +312,23 @@ def test_gateway_deleted_or_edited_by_hand_is_repaired(
 
 
 def test_node_that_stops_renewing_its_lease_loses_its_devices(
-    controller: RunningController, control_plane: ControlPlane
+    controller: RunningService, control_plane: ControlPlane
 ) -> None:
     name = unique("gps")
-    create_device(control_plane, name)
+    apply_object(control_plane, serial_device(name))
     with simulated_node(control_plane, lease_seconds=3) as dying, simulated_node(control_plane) as other:
         write_monitor_status(control_plane, name, node=dying, available=True)
         wait_exists(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE)
         # Nobody renews the Lease: after 3 s + 1 s grace the node counts as lost.
         wait_for(
-            lambda: (
-                condition(get(control_plane, "serialdevice", name), c.AVAILABLE).get("reason") == "NodeLost"
-            ),
+            lambda: device_condition(control_plane, name, c.AVAILABLE).get("reason") == "NodeLost",
             timeout=30,
             message="Available=Unknown NodeLost",
         )
-        device = get(control_plane, "serialdevice", name)
-        assert condition(device, c.AVAILABLE)["status"] == "Unknown"
-        assert device is not None and device["status"]["nodeName"] == dying, (
-            "the controller clears nothing else"
-        )
-        assert condition(device, c.FREE)["status"] == "True", "Free belongs to monitor and gateway"
+        lost = device(control_plane, name)
+        assert condition(lost, c.AVAILABLE)["status"] == "Unknown"
+        assert (lost or {})["status"]["nodeName"] == dying, "the controller clears nothing else"
+        assert condition(lost, c.FREE)["status"] == "True", "Free belongs to monitor and gateway"
         wait_gone(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE)
         assert "NodeLost" in events_for(control_plane, name)
         # The device is plugged in elsewhere: a live monitor claims it and the gateway follows.
@@ -452,9 +342,8 @@ def test_node_that_stops_renewing_its_lease_loses_its_devices(
 
 def play_kubelet(plane: ControlPlane, selector: str) -> bool:
     """Report the pods matching `selector` Running and Ready, as a kubelet would; True if any."""
-    pods = json.loads(plane.kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json").stdout)[
-        "items"
-    ]
+    listed = plane.kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json").stdout
+    pods = json.loads(listed)["items"]
     for pod in pods:
         names = [container["name"] for container in pod_containers(pod)]
         status = {"status": running_pod_status(names, now=now_rfc3339())}
@@ -466,34 +355,23 @@ def play_kubelet(plane: ControlPlane, selector: str) -> bool:
 
 
 def test_manager_device_gets_a_scheduled_manager_with_ingress(
-    controller: RunningController, control_plane: ControlPlane, live_node: str
+    controller: RunningService, control_plane: ControlPlane, live_node: str
 ) -> None:
     name, manager, kubeserial = unique("ender"), unique("octoprint"), unique("printers")
     manager_obj = seed_manager(manager)
-    apply(control_plane, manager_obj)
-    apply(
-        control_plane,
-        {
-            "apiVersion": c.API_VERSION,
-            "kind": "KubeSerial",
-            "metadata": {"name": kubeserial, "namespace": NAMESPACE},
-            "spec": {
-                "ingress": {"enabled": True, "domain": "printers.example.com", "ingressClassName": "nginx"},
-                "serialDevices": [
-                    {"name": name, "idVendor": "0403", "idProduct": "6001", "manager": manager}
-                ],
-            },
-        },
-    )
+    apply_object(control_plane, manager_obj)
+    entries = [{"name": name, "idVendor": "0403", "idProduct": "6001", "manager": manager}]
+    ingress_settings = {"enabled": True, "domain": "printers.example.com", "ingressClassName": "nginx"}
+    apply_object(control_plane, kubeserial_object(kubeserial, entries, **ingress_settings))
     wait_exists(control_plane, "serialdevice", name)
     request_name = manager_request_name(name, manager)
     # Not available yet: no request.
     wait_for(
-        lambda: condition(get(control_plane, "serialdevice", name), c.READY).get("status") == "True",
+        lambda: device_condition(control_plane, name, c.READY).get("status") == "True",
         timeout=15,
         message="Ready",
     )
-    assert get(control_plane, "msr", request_name) is None
+    assert get_object(control_plane, "msr", request_name) is None
     write_monitor_status(control_plane, name, node=live_node, available=True)
     request = wait_exists(control_plane, "msr", request_name)
     assert request["spec"] == {"device": name, "manager": manager}
@@ -510,14 +388,13 @@ def test_manager_device_gets_a_scheduled_manager_with_ingress(
     env = {e["name"]: e["value"] for e in app["env"]}
     prefix = "KUBESERIAL_" + name.upper().replace("-", "_")
     assert env[f"{prefix}_URL"] == f"rfc2217://{gateway_name(name)}.{NAMESPACE}.svc:2217"
-    assert {"mountPath": "/data/config.yaml", "name": "config", "subPath": "config.yaml"} in app[
-        "volumeMounts"
-    ]
+    config_mount = {"mountPath": "/data/config.yaml", "name": "config", "subPath": "config.yaml"}
+    assert config_mount in app["volumeMounts"]
     (bridge,) = pod["initContainers"]
     assert bridge["restartPolicy"] == "Always" and bridge["image"] == GATEWAY_IMAGE
     assert pod["shareProcessNamespace"] is True
     wait_for(
-        lambda: (get(control_plane, "msr", request_name) or {}).get("status", {}).get("fulfilled") is False,
+        lambda: fulfilled(control_plane, request_name) is False,
         timeout=15,
         message="fulfilled: false while no manager pod is available",
     )
@@ -525,7 +402,7 @@ def test_manager_device_gets_a_scheduled_manager_with_ingress(
     selector = f"{c.DEVICE_LABEL}={name},{c.MANAGER_LABEL}={manager}"
     wait_for(lambda: play_kubelet(control_plane, selector), timeout=30, message="manager pod created")
     wait_for(
-        lambda: (get(control_plane, "msr", request_name) or {}).get("status", {}).get("fulfilled") is True,
+        lambda: fulfilled(control_plane, request_name) is True,
         timeout=30,
         message="request fulfilled",
     )
@@ -543,16 +420,16 @@ def test_manager_device_gets_a_scheduled_manager_with_ingress(
 # -- the process itself ---------------------------------------------------------------------------
 
 
-def test_health_and_metrics(controller: RunningController, control_plane: ControlPlane) -> None:
-    assert is_ready(controller.health_port)
+def test_health_and_metrics(controller: RunningService, control_plane: ControlPlane) -> None:
+    assert controller.ready()
     assert http_get(controller.health_port, "/healthz")[0] == 200
-    assert (
-        controller.metric("kubeserial_controller_reconciles_total", kind="SerialDevice", result="success")
-        or 0
-    ) > 0
+    reconciles = controller.metric(
+        "kubeserial_controller_reconciles_total", kind="SerialDevice", result="success"
+    )
+    assert (reconciles or 0) > 0
     assert controller.metric("kubeserial_controller_queue_depth", kind="SerialDevice") is not None
     name = unique("counted")
-    create_device(control_plane, name)
+    apply_object(control_plane, serial_device(name))
     wait_for(
         lambda: (
             (controller.metric("kubeserial_controller_serialdevices", condition="Ready", status="True") or 0)

@@ -1,6 +1,14 @@
-"""Reading a service's HealthServer from tests: /healthz, /readyz and samples from /metrics."""
+"""Services started by tests, seen through their HealthServer: /healthz, /readyz, /metrics."""
 
+import subprocess
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubeserial_testing.controlplane import free_port
+from kubeserial_testing.services import service_process
 
 
 def http_get(port: int, path: str, *, host: str = "127.0.0.1") -> tuple[int, str]:
@@ -23,3 +31,35 @@ def metric_value(port: int, name: str, **labels: str) -> float | None:
         if line.startswith(wanted + " "):
             return float(line.split()[-1])
     return None
+
+
+@dataclass
+class RunningService:
+    """A service process started by a test, and its health port."""
+
+    proc: subprocess.Popen[bytes]
+    health_port: int
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def ready(self) -> bool:
+        return is_ready(self.health_port)
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return metric_value(self.health_port, name, **labels)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+
+@contextmanager
+def running_service(
+    module: str, args: list[str], *, kubeconfig: Path, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[RunningService]:
+    """`service_process` with its health server on a free loopback port."""
+    port = free_port()
+    health = ["--health-host", "127.0.0.1", "--health-port", str(port)]
+    with service_process(module, [*args, *health], kubeconfig=kubeconfig, log_path=log_path, env=env) as proc:
+        yield RunningService(proc, port, log_path)
