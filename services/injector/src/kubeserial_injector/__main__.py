@@ -7,6 +7,7 @@ python -m kubeserial_injector --cert-mode files --tls-cert-file tls.crt --tls-ke
 import argparse
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import structlog
 import uvicorn
+import uvloop
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
@@ -153,6 +155,10 @@ class Injector:
             # uvicorn's own lifecycle lines are plain text; ours below are structured.
             logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
             log.info("serving webhook", host=self.args.host, port=self.args.port, path="/mutate")
+            # Everything loaded so far (the Kubernetes client's models above all) lives for the whole
+            # process; keeping it out of the collector's scans removes multi-ms pauses from admissions.
+            gc.collect()
+            gc.freeze()
             try:
                 await self.server.serve()
             finally:
@@ -251,8 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(level=args.log_level, fmt=args.log_format)
     log.info("starting", port=args.port, cert_mode=args.cert_mode, bridge_image=args.bridge_image)
-    with contextlib.suppress(asyncio.CancelledError):
-        asyncio.run(Injector(args).run())
+    # uvloop (with httptools, which uvicorn picks up itself) roughly halves per-request overhead.
+    with (
+        contextlib.suppress(asyncio.CancelledError),
+        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+    ):
+        runner.run(Injector(args).run())
     log.info("stopped")
     return 0
 
