@@ -18,7 +18,7 @@ EXPECTED = {
     ("kubeserial", "coordination.k8s.io", "leases", "get"),
     ("kubeserial", "coordination.k8s.io", "leases", "create"),
     ("kubeserial", "coordination.k8s.io", "leases", "update"),
-    ("default", "", "events", "create"),  # Events about cluster-scoped objects must be in "default"
+    ("cluster", "", "events", "create"),  # in "default", the only namespace for cluster-scoped objects
 }
 
 
