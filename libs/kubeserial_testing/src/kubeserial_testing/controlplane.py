@@ -339,6 +339,8 @@ class ControlPlane:
             }
         }
         self.kubectl("patch", "node", name, "--subresource=status", "--type=merge", "-p", json.dumps(status))
+        # Admission taints new nodes not-ready until a kubelet reports in; ours is this harness.
+        self.kubectl("taint", "node", name, "node.kubernetes.io/not-ready:NoSchedule-", check=False)
 
     def service_account_kubeconfig(self, namespace: str, name: str, *, path: Path | None = None) -> Path:
         """A kubeconfig that authenticates as the ServiceAccount with a real signed token."""

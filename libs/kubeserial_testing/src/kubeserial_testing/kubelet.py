@@ -127,6 +127,20 @@ class SimulatedKubelet:
                 for proc in self.processes.pop(uid):
                     await asyncio.to_thread(stop_process, proc)
                 log.info("stopped pod", node=self.node, uid=uid)
+        # A kubelet finishes graceful deletions once the containers are gone; without that step
+        # the pod object would stay Terminating forever.
+        for pod in self._informer.cache.values():
+            meta = pod["metadata"]
+            if meta.get("deletionTimestamp") and meta["uid"] not in self.processes:
+                try:
+                    await core.delete_namespaced_pod(
+                        meta["name"],
+                        meta["namespace"],
+                        grace_period_seconds=0,
+                        body={"preconditions": {"uid": meta["uid"]}},
+                    )
+                except Exception as exc:  # gone already, or replaced by a pod of the same name
+                    log.debug("could not finish pod deletion", pod=meta["name"], error=repr(exc))
         for uid, pod in wanted.items():
             if uid in self.processes:
                 continue
