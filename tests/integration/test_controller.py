@@ -184,6 +184,17 @@ def test_device_of_another_owner_is_left_alone(
     control_plane.kubectl("delete", "serialdevice", mine)
 
 
+def test_devices_of_a_kubeserial_that_is_gone_are_removed(
+    controller: RunningService, control_plane: ControlPlane
+) -> None:
+    """As when a KubeSerial was deleted while no controller ran (so its finalizer never acted)."""
+    name = unique("orphan")
+    orphan = serial_device(name)
+    orphan["metadata"]["labels"] = {c.KUBESERIAL_LABEL: f"{NAMESPACE}.{unique('gone')}"}
+    apply_object(control_plane, orphan)
+    wait_gone(control_plane, "serialdevice", name)
+
+
 # -- SerialDevice: Ready ---------------------------------------------------------------------------
 
 

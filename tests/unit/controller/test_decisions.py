@@ -287,3 +287,25 @@ def test_deployment_available() -> None:
 def test_condition_state_for_metrics() -> None:
     assert d.condition_state(device(available="True"), c.AVAILABLE) == "True"
     assert d.condition_state(device(), c.AVAILABLE) == "None"
+
+
+def conditions(*items: tuple[str, str, str]) -> dict[str, Any]:
+    return {
+        "status": {"conditions": [{"type": t, "status": s, "reason": r, "message": ""} for t, s, r in items]}
+    }
+
+
+def test_notices_for_ready_transitions_and_node_lost_only() -> None:
+    fresh = conditions()
+    passing = conditions(("Ready", "True", "AllChecksPassed"))
+    failing = conditions(("Ready", "False", "ManagerNotAvailable"))
+    assert d.device_notices(fresh, passing) == [], "a new device passing validation is no news"
+    assert [(n.reason, n.warning) for n in d.device_notices(fresh, failing)] == [
+        ("ManagerNotAvailable", True)
+    ]
+    assert [(n.reason, n.warning) for n in d.device_notices(failing, passing)] == [("AllChecksPassed", False)]
+    assert d.device_notices(passing, passing) == []
+    claimed = conditions(("Available", "True", "DeviceAvailable"))
+    lost = conditions(("Available", "Unknown", "NodeLost"))
+    assert d.device_notices(fresh, claimed) == [], "the monitor reports its own transitions"
+    assert [(n.reason, n.warning) for n in d.device_notices(claimed, lost)] == [("NodeLost", True)]

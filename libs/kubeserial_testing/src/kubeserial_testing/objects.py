@@ -116,15 +116,10 @@ def monitor_lease(node: str, *, duration: int, namespace: str = NAMESPACE) -> di
 
 @contextmanager
 def simulated_node(plane: ControlPlane, *, lease_seconds: int = 3600) -> Iterator[str]:
-    """A Node of the caller's own, schedulable, whose monitor Lease is valid for `lease_seconds`
-    (and not renewed: a short one plays a node that dies).
-
-    `register_node` leaves the not-ready taint TaintNodesByCondition puts on new Nodes (no node
-    lifecycle controller runs here to lift it once the node reports Ready), so it is removed here.
-    """
+    """A schedulable Node of the caller's own, whose monitor Lease is valid for `lease_seconds`
+    (and not renewed: a short one plays a node that dies)."""
     node = unique("node")
     plane.register_node(node)
-    plane.kubectl("taint", "node", node, "node.kubernetes.io/not-ready:NoSchedule-")
     apply_object(plane, monitor_lease(node, duration=lease_seconds))
     try:
         yield node

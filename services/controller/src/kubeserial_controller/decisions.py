@@ -244,3 +244,31 @@ def changed_conditions(before: Obj, after: Obj, *, types: tuple[str, ...]) -> li
         ):
             changed.append(new)
     return changed
+
+
+@dataclass(frozen=True)
+class Notice:
+    """An Event to post about a device."""
+
+    reason: str
+    message: str
+    warning: bool
+
+
+def device_notices(before: Obj, after: Obj) -> list[Notice]:
+    """Events for what the controller changed on a device: Ready transitions and NodeLost.
+
+    A new device passing validation is no news (that would be one Event per device at install);
+    the monitor reports its own Available transitions.
+    """
+    notices = []
+    for cond in changed_conditions(before, after, types=(c.READY, c.AVAILABLE)):
+        reason, status = str(cond.get("reason")), cond.get("status")
+        if cond["type"] == c.AVAILABLE and reason != NODE_LOST:
+            continue
+        if status == "True" and find_condition(conditions_of(before), cond["type"]) is None:
+            continue
+        notices.append(
+            Notice(reason=reason, message=str(cond.get("message") or reason), warning=status != "True")
+        )
+    return notices

@@ -118,6 +118,13 @@ class Reconcilers:
         namespace, name = key
         ks = self.world.kubeserial(namespace, name)
         if ks is None:
+            # Gone without our finalizer running (removed by hand, or deleted while no controller
+            # ran): its devices would otherwise stay forever.
+            for orphan in self.world.devices_of(namespace, name):
+                if await self._delete(orphan, api_version=c.API_VERSION, kind="SerialDevice"):
+                    log.info(
+                        "deleted SerialDevice of a deleted KubeSerial", device=name_of(orphan), kubeserial=key
+                    )
             return None
         meta = ks["metadata"]
         owned = self.world.devices_of(namespace, name)
@@ -257,17 +264,9 @@ class Reconcilers:
         return liveness.recheck_after + RECHECK_MARGIN
 
     async def _device_transition_events(self, before: Obj, after: Obj) -> None:
-        for cond in d.changed_conditions(before, after, types=(c.READY, c.AVAILABLE)):
-            reason = str(cond.get("reason"))
-            if cond["type"] == c.AVAILABLE and reason != d.NODE_LOST:
-                continue  # the monitor reports its own transitions
-            warning = cond.get("status") != "True"
+        for notice in d.device_notices(before, after):
             await self._event(
-                after,
-                "SerialDevice",
-                reason=reason,
-                message=str(cond.get("message") or reason),
-                warning=warning,
+                after, "SerialDevice", reason=notice.reason, message=notice.message, warning=notice.warning
             )
 
     async def _reconcile_gateway(self, device: Obj, placement: d.Placement | None) -> None:
