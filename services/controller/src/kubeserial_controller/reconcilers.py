@@ -62,9 +62,8 @@ class Settings:
 
 
 def kind_of(obj: Mapping[str, Any], kind: str) -> Obj:
-    """List items have no apiVersion/kind; Events need them to name the object."""
-    api_version = c.API_VERSION if kind in ("KubeSerial", "SerialDevice", "ManagerScheduleRequest") else "v1"
-    return {"apiVersion": obj.get("apiVersion") or api_version, **obj, "kind": kind}
+    """One of KubeSerial's own objects, sure to carry apiVersion and kind (Events name them)."""
+    return {**obj, "apiVersion": c.API_VERSION, "kind": kind}
 
 
 def name_of(obj: Mapping[str, Any]) -> str:
@@ -295,19 +294,15 @@ class Reconcilers:
             await self._ensure(obj, current=self.world.child(obj["kind"], gateway_name(name)))
             for obj in wanted
         ]
-        if any(r is not None and r.created for r in results):
+        changed = [r for r in results if r is not None and (r.created or r.repaired)]
+        if changed:
+            created = any(r.created for r in changed)
             await self._event(
                 device,
                 "SerialDevice",
-                reason="GatewayCreated",
-                message=f"gateway {gateway_name(name)} on node {placement.node} for {placement.device_path}",
-            )
-        elif any(r is not None and r.repaired for r in results):
-            await self._event(
-                device,
-                "SerialDevice",
-                reason="GatewayUpdated",
-                message=f"gateway {gateway_name(name)} updated or repaired (node {placement.node})",
+                reason="GatewayCreated" if created else "GatewayUpdated",
+                message=f"gateway {gateway_name(name)} on node {placement.node} for {placement.device_path}"
+                + ("" if created else " (updated or repaired)"),
             )
 
     async def _reconcile_manager_request(self, device: Obj, wanted: str | None, manager: str | None) -> None:
