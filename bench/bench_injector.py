@@ -12,12 +12,12 @@ Prints a table and writes bench/results/injector.json.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +29,8 @@ from typing import Any
 from kubeserial_common import constants as c
 from kubeserial_testing import pki
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
-from kubeserial_testing.services import apply_rbac, stop_process, wait_for
+from kubeserial_testing.probes import running_service
+from kubeserial_testing.services import apply_rbac, wait_for
 
 RESULTS = REPO_ROOT / "bench" / "results"
 DEVICE = "bench-printer"
@@ -219,8 +220,8 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-injector-"))
     plane = ControlPlane(workdir / "cp", with_controller_manager=False, with_scheduler=False).start()
-    proc: subprocess.Popen[bytes] | None = None
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(plane.stop)
         plane.kubectl("apply", "-k", str(REPO_ROOT / "deploy" / "kustomize" / "base" / "crd"))
         plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         device = {
@@ -235,23 +236,20 @@ def main() -> int:
         cert, key = pki.issue(
             ca_key, ca_cert, common_name="injector", ip_addresses=("127.0.0.1",), server=True
         ).write(workdir, "tls")
-        port, health = free_port(), free_port()
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KUBESERIAL_LOG_LEVEL": "warning"}
-        env.pop("KUBERNETES_SERVICE_HOST", None)
-        argv = [sys.executable, "-m", "kubeserial_injector", "--host", "127.0.0.1", "--port", str(port)]
-        argv += ["--health-host", "127.0.0.1", "--health-port", str(health), "--cert-mode", "files"]
-        argv += ["--tls-cert-file", str(cert), "--tls-key-file", str(key)]
-        with open(workdir / "injector.log", "ab") as log_file:
-            proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-
-        def ready() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=1) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        wait_for(ready, timeout=60, message="injector ready")
+        port = free_port()
+        injector_args = ["--host", "127.0.0.1", "--port", str(port), "--cert-mode", "files"]
+        injector_args += ["--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+        injector = stack.enter_context(
+            running_service(
+                "kubeserial_injector",
+                injector_args,
+                kubeconfig=kubeconfig,
+                log_path=workdir / "injector.log",
+                env={"KUBESERIAL_LOG_LEVEL": "warning"},
+            )
+        )
+        proc, health = injector.proc, injector.health_port
+        wait_for(lambda: not injector.alive() or injector.ready(), timeout=60, message="injector ready")
         context = ssl.create_default_context(cadata=ca_pair.cert_pem.decode())
         runs = []
         for rate in args.rate:
@@ -282,10 +280,6 @@ def main() -> int:
         (RESULTS / "injector.json").write_text(json.dumps(out, indent=2))
         print(f"wrote {RESULTS / 'injector.json'}")
         return 1 if any(run["errors"] for run in runs) else 0
-    finally:
-        if proc is not None:
-            stop_process(proc)
-        plane.stop()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import yaml
 from kubeserial_common import constants as c
 from kubeserial_testing import pki
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
+from kubeserial_testing.probes import is_ready, metric_value
 from kubeserial_testing.services import apply_rbac, stop_process, wait_for
 
 pytestmark = [pytest.mark.controlplane]
@@ -56,13 +56,6 @@ class Injector:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}/mutate"
 
-    def _get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}", timeout=2) as response:
-                return int(response.status), response.read().decode()
-        except OSError as exc:
-            return getattr(exc, "code", 0) or 0, str(exc)
-
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KUBESERIAL_LOG_FORMAT": "json"}
         env.pop("KUBERNETES_SERVICE_HOST", None)
@@ -72,7 +65,7 @@ class Injector:
             self.proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env)
         proc = self.proc
         wait_for(
-            lambda: proc.poll() is not None or self._get("/readyz")[0] == 200,
+            lambda: proc.poll() is not None or is_ready(self.health_port),
             timeout=60,
             message="injector ready",
         )
@@ -87,11 +80,7 @@ class Injector:
             self.proc = None
 
     def metric(self, name: str, **labels: str) -> float:
-        wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
-        for line in self._get("/metrics")[1].splitlines():
-            if line.startswith(wanted + " "):
-                return float(line.split()[-1])
-        return 0.0
+        return metric_value(self.health_port, name, **labels) or 0.0
 
 
 def shipped_webhook(url: str, ca_bundle: bytes | None) -> dict[str, Any]:

@@ -4,6 +4,7 @@ import base64
 import datetime
 import ssl
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -81,7 +82,7 @@ def test_secret_round_trip() -> None:
 def test_ca_bundle_patch_only_touches_stale_webhooks() -> None:
     ca = b"-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n"
     encoded = base64.b64encode(ca).decode()
-    config = {
+    config: dict[str, Any] = {
         "webhooks": [
             {"name": "a.example.com", "clientConfig": {"caBundle": encoded}},
             {"name": "b.example.com", "clientConfig": {"service": {"name": "x"}}},
