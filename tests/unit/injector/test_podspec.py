@@ -216,3 +216,9 @@ def test_long_device_names_give_valid_container_names() -> None:
     assert len(name) <= 63 and name.startswith("kubeserial-bridge-") and not name.endswith("-")
     assert name != bridge_container_name(device[:-2] + "yy")
     assert bridge_container_name("short") == "kubeserial-bridge-short"
+
+
+def test_run_as_non_root_is_carried_to_the_bridge() -> None:
+    spec = pod_spec({"name": "app", "image": "x", "securityContext": {"runAsNonRoot": True, "runAsUser": 7}})
+    bridge = connect_pod_spec(spec, [tty("x")], settings=SETTINGS).spec["initContainers"][0]
+    assert bridge["securityContext"]["runAsNonRoot"] is True and bridge["securityContext"]["runAsUser"] == 7

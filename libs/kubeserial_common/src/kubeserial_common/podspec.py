@@ -301,6 +301,10 @@ def _bridge_identity(
             f"the tty opens only in containers running as {main_name} does ({_describe(chosen)}),"
             f" not in: {', '.join(others)}"
         )
+    main_security = containers[0].get("securityContext")
+    if isinstance(main_security, dict) and main_security.get("runAsNonRoot") is True:
+        # Pod Security "restricted" wants it on every container; the pod-level one is inherited.
+        chosen = {**chosen, "runAsNonRoot": True}
     if "runAsUser" not in chosen:
         warnings.append(
             "no runAsUser set: the tty bridge runs as its image's user;"
