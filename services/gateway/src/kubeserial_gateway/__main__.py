@@ -1,0 +1,226 @@
+"""kubeserial-gateway: a serial device on the network (serve), and a local tty for its consumers (bridge).
+
+python -m kubeserial_gateway serve --device /dev/ttyUSB0 [--device-name ender3]
+python -m kubeserial_gateway bridge --url rfc2217://ender3-gateway.kubeserial.svc:2217 --link /dev/serial/e3
+"""
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from kubeserial_common.cli import add_common_arguments
+from kubeserial_common.constants import DEFAULT_BAUD_RATE, RAW_PORT, RFC2217_PORT
+from kubeserial_common.health import HealthServer
+from kubeserial_common.logs import configure_logging
+from kubeserial_gateway.bridge import Bridge
+from kubeserial_gateway.device import DevicePort
+from kubeserial_gateway.metrics import BridgeMetrics, GatewayMetrics
+from kubeserial_gateway.rfc2217 import SerialSettings
+from kubeserial_gateway.server import Gateway, GatewayOptions
+
+log = structlog.get_logger("kubeserial_gateway")
+
+GATEWAY_HEALTH_PORT = 8080
+BRIDGE_HEALTH_PORT = 18217  # same base as kubeserial_common.podspec gives injected bridges
+STATUS_FLUSH_SECONDS = 5.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubeserial-gateway",
+        description="Serve a serial device over raw TCP and RFC 2217 (serve), "
+        "or give an application a local tty backed by a gateway (bridge).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,bridge}")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve a serial device",
+        description="Serve a serial device: raw TCP (socket://) and RFC 2217 (rfc2217://), one session at a "
+        "time. Keeps running when the device goes away and reopens it when it comes back.",
+    )
+    serve.add_argument(
+        "--device", required=True, help="path of the serial device, e.g. /dev/serial/by-id/..."
+    )
+    serve.add_argument(
+        "--device-name",
+        help="SerialDevice whose Free condition this gateway maintains (needs get serialdevices and "
+        "get/patch serialdevices/status)",
+    )
+    serve.add_argument(
+        "--baud-rate",
+        type=int,
+        default=DEFAULT_BAUD_RATE,
+        help=f"baud rate between sessions (default {DEFAULT_BAUD_RATE})",
+    )
+    serve.add_argument("--raw-port", type=int, default=RAW_PORT, help=f"raw TCP port (default {RAW_PORT})")
+    serve.add_argument(
+        "--rfc2217-port", type=int, default=RFC2217_PORT, help=f"RFC 2217 port (default {RFC2217_PORT})"
+    )
+    serve.add_argument("--listen-host", default=None, help="address to listen on (default: all interfaces)")
+    serve.add_argument(
+        "--allow-takeover",
+        action="store_true",
+        help="let a new client replace a session that moved no data for --takeover-idle-seconds",
+    )
+    serve.add_argument(
+        "--takeover-idle-seconds",
+        type=float,
+        default=30.0,
+        help="how long a session must be idle (no bytes either way) to be taken over (default 30)",
+    )
+    add_common_arguments(serve, health_port=GATEWAY_HEALTH_PORT)
+
+    bridge = commands.add_parser(
+        "bridge",
+        help="give an application a local tty backed by a gateway",
+        description="Create a pty, link it at --link and connect it to a gateway over RFC 2217: data both "
+        "ways, and the application's termios and DTR/RTS changes forwarded. Reconnects with backoff; the "
+        "tty stays open meanwhile. /healthz: the tty exists; /readyz: connected.",
+    )
+    bridge.add_argument("--url", required=True, help="gateway URL, rfc2217://HOST:PORT")
+    bridge.add_argument("--link", required=True, type=Path, help="path of the symlink to the tty")
+    bridge.add_argument(
+        "--via-proc",
+        action="store_true",
+        help="link to /proc/<pid>/root/dev/pts/N so other containers of the pod (shared PID namespace, "
+        "same uid) can open the tty",
+    )
+    add_common_arguments(bridge, health_port=BRIDGE_HEALTH_PORT)
+    return parser
+
+
+def parse_gateway_url(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "rfc2217" or not parts.hostname:
+        raise ValueError(f"expected rfc2217://HOST:PORT, got {url!r}")
+    return parts.hostname, parts.port or RFC2217_PORT
+
+
+async def _until_signalled(tasks: list["asyncio.Task[None]"]) -> None:
+    """Run until SIGTERM/SIGINT, or until one of `tasks` fails (which is logged)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if task is not stopper and not task.cancelled() and task.exception() is not None:
+            log.error("task failed", task=task.get_name(), error=repr(task.exception()))
+    stopper.cancel()
+
+
+async def _cancel(tasks: list["asyncio.Task[None]"]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+async def serve(args: argparse.Namespace) -> int:
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    device = DevicePort(args.device, defaults=SerialSettings(baud_rate=args.baud_rate), metrics=metrics)
+    writer = None
+    if args.device_name:
+        # Imported only when needed: the API client and YAML add memory a plain gateway does not need.
+        from kubeserial_gateway.freestatus import FreeStatusWriter
+        from kubeserial_gateway.kubeapi import SlimCustomObjects, load_endpoint
+
+        try:
+            endpoint = load_endpoint(args.kubeconfig)
+        except Exception as exc:
+            log.error("cannot load Kubernetes credentials", error=repr(exc))
+            return 2
+        writer = FreeStatusWriter(SlimCustomObjects(endpoint), device_name=args.device_name, metrics=metrics)
+    gateway = Gateway(
+        device=device,
+        metrics=metrics,
+        options=GatewayOptions(
+            allow_takeover=args.allow_takeover, takeover_idle_seconds=args.takeover_idle_seconds
+        ),
+        on_session_change=None if writer is None else writer.set,
+    )
+    health = HealthServer(
+        host=args.health_host,
+        port=args.health_port,
+        registry=registry,
+        live_checks={"running": lambda: True},
+        ready_checks={"device_open": lambda: device.is_open},
+    )
+    try:
+        await health.start()
+        await gateway.listen(host=args.listen_host, raw_port=args.raw_port, rfc2217_port=args.rfc2217_port)
+    except OSError as exc:
+        log.error("cannot listen", error=repr(exc))
+        await health.stop()
+        return 1
+    jobs: list[Callable[[], Coroutine[Any, Any, None]]] = [gateway.keep_device_open, gateway.poll_modem_lines]
+    if writer is not None:
+        jobs.append(writer.run)
+    tasks = [asyncio.create_task(job(), name=job.__name__) for job in jobs]
+    await _until_signalled(tasks)
+    log.info("stopping")
+    await gateway.stop()
+    if writer is not None and not await writer.flush(within=STATUS_FLUSH_SECONDS):
+        log.warning("the Free condition could not be written before exit")
+    await _cancel(tasks)
+    await health.stop()
+    return 0
+
+
+async def bridge(args: argparse.Namespace) -> int:
+    try:
+        host, port = parse_gateway_url(args.url)
+    except ValueError as exc:
+        log.error("bad --url", error=str(exc))
+        return 2
+    registry = CollectorRegistry()
+    the_bridge = Bridge(
+        host=host, port=port, link=args.link, via_proc=args.via_proc, metrics=BridgeMetrics(registry)
+    )
+    health = HealthServer(
+        host=args.health_host,
+        port=args.health_port,
+        registry=registry,
+        live_checks={"tty": lambda: the_bridge.link_published},
+        ready_checks={"connected": lambda: the_bridge.is_connected},
+    )
+    try:
+        the_bridge.open_pty()
+        await health.start()
+    except OSError as exc:
+        log.error("cannot start the bridge", error=repr(exc))
+        the_bridge.close()
+        return 1
+    tasks = [
+        asyncio.create_task(the_bridge.watch_tty(), name="watch_tty"),
+        asyncio.create_task(the_bridge.connect_forever(), name="connect"),
+    ]
+    await _until_signalled(tasks)
+    await _cancel(tasks)
+    the_bridge.close()
+    await health.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(level=args.log_level, fmt=args.log_format)
+    command = serve if args.command == "serve" else bridge
+    return asyncio.run(command(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""The serial device: opened and configured with pyserial, read and written on its fd by the event loop.
+
+pyserial does what it is good at (termios for every baud rate, parity, flow control, modem lines);
+the data path is the loop's own reader/writer callbacks on the fd, with no thread and no copy
+beyond the read itself. Writes are buffered up to HIGH_WATER and then the sink is told to stop
+sending (backpressure instead of unbounded memory).
+"""
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import struct
+import termios
+from collections.abc import Callable
+from typing import Final, Protocol
+
+import serial
+import structlog
+
+from kubeserial_gateway.metrics import GatewayMetrics
+from kubeserial_gateway.rfc2217 import (
+    MODEM_CD,
+    MODEM_CTS,
+    MODEM_DSR,
+    MODEM_RI,
+    Cmd,
+    Control,
+    Parity,
+    Purge,
+    SerialSettings,
+    StopBits,
+)
+
+log = structlog.get_logger(__name__)
+
+READ_SIZE: Final = 65536
+HIGH_WATER: Final = 64 * 1024
+LOW_WATER: Final = 16 * 1024
+BREAK_SECONDS: Final = 0.25  # telnet BRK: a break as long as tcsendbreak's default
+
+_PYSERIAL_PARITY: Final = {
+    Parity.NONE: serial.PARITY_NONE,
+    Parity.ODD: serial.PARITY_ODD,
+    Parity.EVEN: serial.PARITY_EVEN,
+    Parity.MARK: serial.PARITY_MARK,
+    Parity.SPACE: serial.PARITY_SPACE,
+}
+_PYSERIAL_STOPBITS: Final = {
+    StopBits.ONE: serial.STOPBITS_ONE,
+    StopBits.TWO: serial.STOPBITS_TWO,
+    StopBits.ONE_POINT_FIVE: serial.STOPBITS_ONE_POINT_FIVE,
+}
+_TIOCM_TO_MODEM: Final = (
+    (termios.TIOCM_CAR, MODEM_CD),
+    (termios.TIOCM_RNG, MODEM_RI),
+    (termios.TIOCM_DSR, MODEM_DSR),
+    (termios.TIOCM_CTS, MODEM_CTS),
+)
+# Errors that mean "this tty has no modem lines" (a pty, some USB CDC devices), not "device gone".
+_NO_MODEM_LINES: Final = (errno.ENOTTY, errno.EINVAL)
+
+
+class DeviceSink(Protocol):
+    """Who gets the device's data: the open client session."""
+
+    def device_data(self, data: bytes) -> None: ...
+
+    def device_congested(self, congested: bool) -> None: ...
+
+
+def modem_state_from_tiocm(bits: int) -> int:
+    """TIOCMGET bits -> RFC 2217 modem state (line bits only, no deltas)."""
+    state = 0
+    for tiocm, modem in _TIOCM_TO_MODEM:
+        if bits & tiocm:
+            state |= modem
+    return state
+
+
+class DevicePort:
+    def __init__(
+        self,
+        path: str,
+        *,
+        defaults: SerialSettings,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.path = path
+        self.defaults = defaults
+        self.metrics = metrics
+        self.on_lost: Callable[[str, str], None] | None = None  # (category, detail)
+        self.sink: DeviceSink | None = None
+        self._serial: serial.Serial | None = None
+        self._fd = -1
+        self._rdev = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._paused: set[str] = set()
+        self._reading = False
+        self._pending = bytearray()
+        self._congested = False
+        self._modem_lines_supported = True
+        self._dtr = True
+        self._rts = True
+        self._break = False
+
+    @property
+    def is_open(self) -> bool:
+        return self._serial is not None
+
+    def open(self) -> None:
+        """Open and configure with the defaults; raises OSError/SerialException when it cannot."""
+        port = serial.Serial()
+        port.port = self.path
+        port.timeout = 0
+        port.exclusive = True  # a second opener (another gateway, a stray tool) fails instead of interleaving
+        self._configure(port, self.defaults)
+        port.open()
+        self._loop = asyncio.get_running_loop()
+        self._serial = port
+        self._fd = port.fileno()
+        self._rdev = os.fstat(self._fd).st_rdev
+        self._pending.clear()
+        self._paused.clear()
+        self._congested = False
+        self._dtr = self._rts = True
+        self._break = False
+        self._modem_lines_supported = True
+        self._update_reader()
+
+    @staticmethod
+    def _configure(port: serial.Serial, settings: SerialSettings) -> None:
+        # apply_settings touches (and so reconfigures the tty for) only what differs.
+        port.apply_settings(
+            {
+                "baudrate": settings.baud_rate,
+                "bytesize": settings.data_bits,
+                "parity": _PYSERIAL_PARITY[settings.parity],
+                "stopbits": _PYSERIAL_STOPBITS[settings.stop_bits],
+                "xonxoff": settings.flow_control == Control.FLOW_XONXOFF,
+                "rtscts": settings.flow_control == Control.FLOW_HARDWARE,
+            }
+        )
+
+    def close(self) -> None:
+        port, self._serial = self._serial, None
+        if port is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(self._fd)
+            self._loop.remove_writer(self._fd)
+        self._reading = False
+        self._pending.clear()
+        try:
+            port.close()
+        except (OSError, serial.SerialException) as exc:
+            log.debug("closing the device failed", error=repr(exc))
+        self._fd = -1
+
+    def still_present(self) -> bool:
+        """False when the path is gone or now names another device (unplugged, maybe replugged)."""
+        try:
+            return os.stat(self.path).st_rdev == self._rdev
+        except OSError:
+            return False
+
+    def lose(self, category: str, detail: str) -> None:
+        if self._serial is None:
+            return
+        self.close()
+        self.metrics.device_losses.labels(category).inc()
+        if self.on_lost is not None:
+            self.on_lost(category, detail)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def set_sink(self, sink: DeviceSink | None) -> None:
+        self.sink = sink
+        self._paused.clear()
+        self._update_reader()
+
+    def pause_reading(self, reason: str) -> None:
+        self._paused.add(reason)
+        self._update_reader()
+
+    def resume_reading(self, reason: str) -> None:
+        self._paused.discard(reason)
+        self._update_reader()
+
+    def _update_reader(self) -> None:
+        want = self._serial is not None and not self._paused
+        if want == self._reading or self._loop is None:
+            return
+        self._reading = want
+        if want:
+            self._loop.add_reader(self._fd, self._on_readable)
+        else:
+            self._loop.remove_reader(self._fd)
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._fd, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.lose("io_error", f"read failed: {exc}")
+            return
+        if not data:
+            # A tty reports readable with nothing to read only once it is hung up (unplugged).
+            self.lose("hangup", "the device hung up")
+            return
+        if self.sink is None:
+            self.metrics.discarded.inc(len(data))
+            return
+        self.metrics.from_device.inc(len(data))
+        self.sink.device_data(data)
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self._serial is None or not data:
+            return
+        if not self._pending:
+            try:
+                written = os.write(self._fd, data)
+            except (BlockingIOError, InterruptedError):
+                written = 0
+            except OSError as exc:
+                self.lose("io_error", f"write failed: {exc}")
+                return
+            self.metrics.to_device.inc(written)
+            if written == len(data):
+                return
+            data = data[written:]
+            assert self._loop is not None
+            self._loop.add_writer(self._fd, self._on_writable)
+        self._pending += data
+        if len(self._pending) > HIGH_WATER and not self._congested:
+            self._set_congested(True)
+
+    def _on_writable(self) -> None:
+        try:
+            written = os.write(self._fd, self._pending)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.lose("io_error", f"write failed: {exc}")
+            return
+        self.metrics.to_device.inc(written)
+        del self._pending[:written]
+        if not self._pending and self._loop is not None:
+            self._loop.remove_writer(self._fd)
+        if self._congested and len(self._pending) <= LOW_WATER:
+            self._set_congested(False)
+
+    def _set_congested(self, congested: bool) -> None:
+        self._congested = congested
+        if self.sink is not None:
+            self.sink.device_congested(congested)
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._pending)
+
+    # --- port control (RFC 2217 requests) ----------------------------------------------------
+
+    def reset_settings(self) -> None:
+        """Back to the configured defaults, for the next session."""
+        if self._serial is None:
+            return
+        try:
+            self._configure(self._serial, self.defaults)
+        except (OSError, ValueError, serial.SerialException, termios.error) as exc:
+            log.warning("could not restore the default port settings", error=repr(exc))
+        self._set_lines(dtr=True, rts=True)
+        self._set_break(False)
+
+    def handle_request(self, command: int, value: int) -> int | None:
+        """Apply a SET-*/PURGE request; returns the value to report back (None: no answer)."""
+        port = self._serial
+        if port is None:
+            return None
+        if command == Cmd.SET_BAUDRATE:
+            if value:
+                self._set(port, "baudrate", value)
+            return int(port.baudrate)
+        if command == Cmd.SET_DATASIZE:
+            if value:
+                self._set(port, "bytesize", value)
+            return int(port.bytesize)
+        if command == Cmd.SET_PARITY:
+            if value in _PYSERIAL_PARITY:
+                self._set(port, "parity", _PYSERIAL_PARITY[Parity(value)])
+            return next(int(code) for code, name in _PYSERIAL_PARITY.items() if name == port.parity)
+        if command == Cmd.SET_STOPSIZE:
+            if value in _PYSERIAL_STOPBITS:
+                self._set(port, "stopbits", _PYSERIAL_STOPBITS[StopBits(value)])
+            return next(int(code) for code, bits in _PYSERIAL_STOPBITS.items() if bits == port.stopbits)
+        if command == Cmd.SET_CONTROL:
+            return self._control(port, value)
+        if command == Cmd.PURGE_DATA:
+            self._purge(port, value)
+            return value
+        return None
+
+    @staticmethod
+    def _set(port: serial.Serial, attribute: str, value: object) -> None:
+        old = getattr(port, attribute)
+        if old == value:  # pyserial would rewrite the termios anyway
+            return
+        try:
+            setattr(port, attribute, value)
+        except (OSError, ValueError, serial.SerialException, termios.error) as exc:
+            log.warning("port setting refused", setting=attribute, value=value, error=repr(exc))
+            # pyserial records the new value before applying it: put the old one back.
+            with contextlib.suppress(OSError, ValueError, serial.SerialException, termios.error):
+                setattr(port, attribute, old)
+
+    def _control(self, port: serial.Serial, value: int) -> int | None:
+        if value in (Control.FLOW_NONE, Control.FLOW_XONXOFF, Control.FLOW_HARDWARE):
+            self._set(port, "xonxoff", value == Control.FLOW_XONXOFF)
+            self._set(port, "rtscts", value == Control.FLOW_HARDWARE)
+        if value <= Control.FLOW_HARDWARE:
+            return int(
+                Control.FLOW_XONXOFF
+                if port.xonxoff
+                else Control.FLOW_HARDWARE
+                if port.rtscts
+                else Control.FLOW_NONE
+            )
+        if value <= Control.BREAK_OFF:
+            if value != Control.BREAK_QUERY:
+                self._set_break(value == Control.BREAK_ON)
+            return int(Control.BREAK_ON if self._break else Control.BREAK_OFF)
+        if value <= Control.DTR_OFF:
+            if value != Control.DTR_QUERY:
+                self._set_lines(dtr=value == Control.DTR_ON)
+            return int(Control.DTR_ON if self._dtr else Control.DTR_OFF)
+        if value <= Control.RTS_OFF:
+            if value != Control.RTS_QUERY:
+                self._set_lines(rts=value == Control.RTS_ON)
+            return int(Control.RTS_ON if self._rts else Control.RTS_OFF)
+        if value <= Control.INBOUND_FLOW_DSR:
+            # Inbound flow control follows the outbound setting on a Linux tty (one CRTSCTS/IXOFF).
+            return int(
+                Control.INBOUND_FLOW_XONXOFF
+                if port.xonxoff
+                else Control.INBOUND_FLOW_HARDWARE
+                if port.rtscts
+                else Control.INBOUND_FLOW_NONE
+            )
+        return None
+
+    def _set_lines(self, *, dtr: bool | None = None, rts: bool | None = None) -> None:
+        if dtr is not None:
+            self._dtr = dtr
+        if rts is not None:
+            self._rts = rts
+        if self._serial is None or not self._modem_lines_supported:
+            return
+        try:
+            if dtr is not None:
+                self._serial.dtr = dtr
+            if rts is not None and not self._serial.rtscts:
+                self._serial.rts = rts
+        except OSError as exc:
+            self._modem_lines_unsupported(exc)
+
+    def _set_break(self, active: bool) -> None:
+        self._break = active
+        if self._serial is None:
+            return
+        try:
+            self._serial.break_condition = active
+        except OSError as exc:
+            log.warning("break not supported by this device", error=repr(exc))
+
+    def send_break(self) -> None:
+        if self._serial is None or self._loop is None:
+            return
+        self._set_break(True)
+        self._loop.call_later(BREAK_SECONDS, self._set_break, False)
+
+    def _purge(self, port: serial.Serial, which: int) -> None:
+        try:
+            if which in (Purge.RECEIVE, Purge.BOTH):
+                port.reset_input_buffer()
+            if which in (Purge.TRANSMIT, Purge.BOTH):
+                self._pending.clear()
+                if self._loop is not None:
+                    self._loop.remove_writer(self._fd)
+                port.reset_output_buffer()
+                if self._congested:
+                    self._set_congested(False)
+        except (OSError, termios.error) as exc:
+            log.warning("purge failed", error=repr(exc))
+
+    def modem_lines(self) -> int:
+        """CD/RI/DSR/CTS as RFC 2217 modem-state bits; 0 (lines absent) when the tty has none."""
+        if self._serial is None or not self._modem_lines_supported:
+            return 0
+        try:
+            raw = fcntl.ioctl(self._fd, termios.TIOCMGET, struct.pack("I", 0))
+        except OSError as exc:
+            self._modem_lines_unsupported(exc)
+            return 0
+        return modem_state_from_tiocm(struct.unpack("I", raw)[0])
+
+    @property
+    def modem_lines_supported(self) -> bool:
+        return self._modem_lines_supported
+
+    def _modem_lines_unsupported(self, exc: OSError) -> None:
+        if exc.errno not in _NO_MODEM_LINES:
+            log.warning("modem line ioctl failed", error=repr(exc))
+            return
+        if self._modem_lines_supported:
+            log.info(
+                "device has no modem lines (a pty?): DTR/RTS requests are acknowledged without effect,"
+                " CTS/DSR/RI/CD read as absent",
+                device=self.path,
+                error=repr(exc),
+            )
+        self._modem_lines_supported = False

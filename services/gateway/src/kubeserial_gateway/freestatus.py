@@ -1,0 +1,110 @@
+"""The SerialDevice `Free` condition, owned by the gateway while it runs.
+
+False/InUse (the message names the peer) while a session is open, True/NoSession after. Writes go
+through kubeserial_common.status (status subresource, resourceVersion, re-read on conflict), so a
+write is whole or not at all. They run in their own task and coalesce: the data path never waits
+for the apiserver, and after an outage only the latest state is written.
+"""
+
+import asyncio
+import contextlib
+import functools
+from typing import Any, Final
+
+import structlog
+
+from kubeserial_common.conditions import ConditionUpdate, condition_status, find_condition
+from kubeserial_common.constants import AVAILABLE, FREE, SERIALDEVICES
+from kubeserial_common.status import StatusObjects, conditions_patch, write_status
+from kubeserial_gateway.metrics import GatewayMetrics
+
+log = structlog.get_logger(__name__)
+
+IN_USE: Final = "InUse"
+NO_SESSION: Final = "NoSession"
+DEVICE_UNAVAILABLE: Final = "DeviceUnavailable"  # the monitor's reason; used when our InUse would go stale
+RETRY_FIRST: Final = 0.2
+RETRY_CAP: Final = 30.0
+
+
+def free_update(obj: dict[str, Any], *, peer: str | None) -> ConditionUpdate | None:
+    """The Free condition the gateway wants given the object as it is now (None: leave it alone).
+
+    With no session, Free=True only while the device is available (or nobody says otherwise): when
+    the monitor has released the device it owns Free (False/DeviceUnavailable) and we must not
+    overwrite that. An InUse we wrote earlier is never left behind, though.
+    """
+    generation = obj.get("metadata", {}).get("generation")
+    if peer is not None:
+        return ConditionUpdate(FREE, "False", IN_USE, f"session open from {peer}", generation)
+    if condition_status(obj, AVAILABLE) in (None, "True"):
+        return ConditionUpdate(FREE, "True", NO_SESSION, "no client session is open", generation)
+    current = find_condition(obj.get("status", {}).get("conditions") or [], FREE)
+    if current is not None and current.get("reason") == IN_USE:
+        return ConditionUpdate(
+            FREE, "False", DEVICE_UNAVAILABLE, "session ended; the device is not available", generation
+        )
+    return None
+
+
+def free_status_patch(
+    obj: dict[str, Any], *, peer: str | None, now: str | None = None
+) -> dict[str, Any] | None:
+    update = free_update(obj, peer=peer)
+    return None if update is None else conditions_patch(obj, [update], now=now)
+
+
+class FreeStatusWriter:
+    def __init__(self, objects: StatusObjects, *, device_name: str, metrics: GatewayMetrics) -> None:
+        self.objects = objects
+        self.device_name = device_name
+        self.metrics = metrics
+        self._desired: str | None = None
+        self._dirty = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._dirty.set()  # at start: clear an InUse left behind by a previous gateway
+
+    def set(self, peer: str | None) -> None:
+        self._desired = peer
+        self._idle.clear()
+        self._dirty.set()
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            if not self._dirty.is_set():
+                self._idle.set()
+            await self._dirty.wait()
+            self._dirty.clear()
+            peer = self._desired
+            try:
+                written = await write_status(
+                    self.objects,
+                    SERIALDEVICES,
+                    self.device_name,
+                    functools.partial(free_status_patch, peer=peer),
+                )
+            except Exception as exc:
+                failures += 1
+                delay = min(RETRY_CAP, RETRY_FIRST * 2 ** (failures - 1))
+                self.metrics.status_writes.labels("failed").inc()
+                log.warning(
+                    "could not write the Free condition; retrying",
+                    device=self.device_name,
+                    retry_in=delay,
+                    error=str(exc)[:300],
+                )
+                self._dirty.set()
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            self.metrics.status_writes.labels("written" if written is not None else "unchanged").inc()
+            if written is not None:
+                log.info("Free condition written", device=self.device_name, in_use_by=peer)
+
+    async def flush(self, *, within: float) -> bool:
+        """Wait until the latest state is written (at shutdown); False if that takes longer than `within`."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), within)
+            return True
+        return False

@@ -1,0 +1,253 @@
+"""A very small Kubernetes API client: GET a custom object and PATCH its status, nothing more.
+
+Why not kubernetes_asyncio like the other services: importing it costs about 50 MB of RSS (it loads
+every generated model), and a gateway runs once per device on a node that may be a Raspberry Pi.
+The gateway makes a handful of requests per session, so one short-lived HTTPS connection per
+request is plenty. Auth: in-cluster service-account token, or a kubeconfig with a bearer token
+(token or tokenFile) or client certificates; exec/auth-provider plugins are not supported.
+"""
+
+import asyncio
+import base64
+import json
+import os
+import ssl
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote, urlsplit
+
+import yaml
+
+from kubeserial_common import constants as c
+
+SA_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+MERGE_PATCH: Final = "application/merge-patch+json"
+MAX_RESPONSE: Final = 4 * 1024 * 1024
+TIMEOUT_SECONDS: Final = 15.0
+
+
+class ApiError(Exception):
+    """A failed API call; `status` is the HTTP status (0 when no response came)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}" if status else message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    server: str  # https://host:port
+    ca_file: str | None = None
+    ca_data: str | None = None  # PEM
+    insecure: bool = False
+    token: str | None = None
+    token_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    cert_data: bytes | None = None
+    key_data: bytes | None = None
+
+
+def _resolve(path: str | None, base: Path) -> str | None:
+    if not path:
+        return None
+    return str(Path(path) if os.path.isabs(path) else base / path)
+
+
+def endpoint_from_kubeconfig(doc: dict[str, Any], *, base_dir: Path) -> Endpoint:
+    """The current context's server and credentials; relative paths are relative to the file."""
+    contexts = {item["name"]: item.get("context", {}) for item in doc.get("contexts") or []}
+    clusters = {item["name"]: item.get("cluster", {}) for item in doc.get("clusters") or []}
+    users = {item["name"]: item.get("user") or {} for item in doc.get("users") or []}
+    context_name = doc.get("current-context") or next(iter(contexts), None)
+    if context_name not in contexts:
+        raise ValueError(f"kubeconfig has no context {context_name!r}")
+    context = contexts[context_name]
+    if context.get("cluster") not in clusters:
+        raise ValueError(f"kubeconfig context {context_name!r} names an unknown cluster")
+    cluster = clusters[context["cluster"]]
+    user = users.get(context.get("user", ""), {})
+    if "exec" in user or "auth-provider" in user:
+        raise ValueError("kubeconfig exec/auth-provider credentials are not supported by the gateway")
+    ca_data = cluster.get("certificate-authority-data")
+    return Endpoint(
+        server=str(cluster["server"]).rstrip("/"),
+        ca_file=_resolve(cluster.get("certificate-authority"), base_dir),
+        ca_data=base64.b64decode(ca_data).decode() if ca_data else None,
+        insecure=bool(cluster.get("insecure-skip-tls-verify")),
+        token=user.get("token"),
+        token_file=_resolve(user.get("tokenFile"), base_dir),
+        cert_file=_resolve(user.get("client-certificate"), base_dir),
+        key_file=_resolve(user.get("client-key"), base_dir),
+        cert_data=base64.b64decode(user["client-certificate-data"])
+        if user.get("client-certificate-data")
+        else None,
+        key_data=base64.b64decode(user["client-key-data"]) if user.get("client-key-data") else None,
+    )
+
+
+def in_cluster_endpoint(environ: dict[str, str]) -> Endpoint:
+    host = environ["KUBERNETES_SERVICE_HOST"]
+    port = environ.get("KUBERNETES_SERVICE_PORT", "443")
+    host = f"[{host}]" if ":" in host else host
+    return Endpoint(
+        server=f"https://{host}:{port}", ca_file=str(SA_DIR / "ca.crt"), token_file=str(SA_DIR / "token")
+    )
+
+
+def load_endpoint(kubeconfig: str | None) -> Endpoint:
+    """Like kubeserial_common.kube.load_configuration: in a pod the service account, else a kubeconfig."""
+    if kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ and (SA_DIR / "token").exists():
+        return in_cluster_endpoint(dict(os.environ))
+    path = Path(kubeconfig or Path.home() / ".kube" / "config")
+    return endpoint_from_kubeconfig(yaml.safe_load(path.read_text()) or {}, base_dir=path.parent)
+
+
+def parse_http_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names) and body of a complete HTTP/1.1 response."""
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise ApiError(0, "truncated HTTP response")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ApiError(0, f"bad HTTP status line {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = _dechunk(body)
+    elif "content-length" in headers:
+        body = body[: int(headers["content-length"])]
+    return int(parts[1]), headers, body
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = bytearray()
+    pos = 0
+    while True:
+        line_end = body.find(b"\r\n", pos)
+        if line_end < 0:
+            raise ApiError(0, "truncated chunked body")
+        size = int(body[pos:line_end].split(b";", 1)[0] or b"0", 16)
+        if size == 0:
+            return bytes(out)
+        start = line_end + 2
+        if start + size > len(body):
+            raise ApiError(0, "truncated chunked body")
+        out += body[start : start + size]
+        pos = start + size + 2
+
+
+def api_error(status: int, body: bytes) -> ApiError:
+    try:
+        message = str(json.loads(body).get("message", ""))
+    except (ValueError, AttributeError):
+        message = body[:300].decode("utf-8", "replace")
+    return ApiError(status, message or f"HTTP {status}")
+
+
+class SlimCustomObjects:
+    """The two calls kubeserial_common.status.write_status needs, for KubeSerial's own resources."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        url = urlsplit(endpoint.server)
+        self._tls = url.scheme == "https"
+        self._host = url.hostname or "localhost"
+        self._port = url.port or (443 if self._tls else 80)
+        self._host_header = url.netloc
+        self._ssl = self._ssl_context() if self._tls else None
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ep = self.endpoint
+        context = ssl.create_default_context(cafile=ep.ca_file, cadata=ep.ca_data)
+        if ep.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if ep.cert_file and ep.key_file:
+            context.load_cert_chain(ep.cert_file, ep.key_file)
+        elif ep.cert_data and ep.key_data:
+            # ssl only loads certificates from files: write them to a private temporary directory.
+            with tempfile.TemporaryDirectory() as tmp:
+                cert, key = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
+                cert.write_bytes(ep.cert_data)
+                key.touch(mode=0o600)
+                key.write_bytes(ep.key_data)
+                context.load_cert_chain(str(cert), str(key))
+        return context
+
+    def _token(self) -> str | None:
+        if self.endpoint.token_file:
+            # Projected service-account tokens rotate: read the file on every request.
+            return Path(self.endpoint.token_file).read_text().strip()
+        return self.endpoint.token
+
+    @staticmethod
+    def _path(plural: str, name: str, *, namespace: str | None, status: bool = False) -> str:
+        base = f"/apis/{c.GROUP}/{c.VERSION}"
+        if namespace:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        return f"{base}/{plural}/{quote(name, safe='')}" + ("/status" if status else "")
+
+    async def request(
+        self, method: str, path: str, *, body: Any = None, content_type: str = "application/json"
+    ) -> dict[str, Any]:
+        try:
+            return await asyncio.wait_for(
+                self._request(method, path, body=body, content_type=content_type), TIMEOUT_SECONDS
+            )
+        except TimeoutError as exc:
+            raise ApiError(0, f"{method} {path}: no answer within {TIMEOUT_SECONDS}s") from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise ApiError(0, f"{method} {path}: {exc}") from exc
+
+    async def _request(self, method: str, path: str, *, body: Any, content_type: str) -> dict[str, Any]:
+        payload = b"" if body is None else json.dumps(body).encode()
+        headers = [
+            f"{method} {path} HTTP/1.1",
+            f"Host: {self._host_header}",
+            "Accept: application/json",
+            "User-Agent: kubeserial-gateway",
+            "Connection: close",
+        ]
+        token = self._token()
+        if token:
+            headers.append(f"Authorization: Bearer {token}")
+        if body is not None:
+            headers += [f"Content-Type: {content_type}", f"Content-Length: {len(payload)}"]
+        reader, writer = await asyncio.open_connection(
+            self._host, self._port, ssl=self._ssl, server_hostname=self._host if self._ssl else None
+        )
+        try:
+            writer.write(("\r\n".join(headers) + "\r\n\r\n").encode("latin-1") + payload)
+            await writer.drain()
+            raw = bytearray()
+            while chunk := await reader.read(65536):
+                raw += chunk
+                if len(raw) > MAX_RESPONSE:
+                    raise ApiError(0, f"{method} {path}: response larger than {MAX_RESPONSE} bytes")
+        finally:
+            writer.close()
+        status, _, data = parse_http_response(bytes(raw))
+        if status >= 400:
+            raise api_error(status, data)
+        result: dict[str, Any] = json.loads(data)
+        return result
+
+    async def get(self, plural: str, name: str, *, namespace: str | None = None) -> dict[str, Any]:
+        return await self.request("GET", self._path(plural, name, namespace=namespace))
+
+    async def patch_status(
+        self, plural: str, name: str, body: Any, *, namespace: str | None = None
+    ) -> dict[str, Any]:
+        return await self.request(
+            "PATCH",
+            self._path(plural, name, namespace=namespace, status=True),
+            body=body,
+            content_type=MERGE_PATCH,
+        )
