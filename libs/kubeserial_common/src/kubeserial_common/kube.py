@@ -56,7 +56,7 @@ def api_message(exc: BaseException) -> str:
             return str(json.loads(exc.body).get("message", exc.body))
         except (ValueError, AttributeError):
             return str(exc.body)
-    return str(exc)
+    return str(exc) or repr(exc)
 
 
 async def read_json(response: Any) -> dict[str, Any]:

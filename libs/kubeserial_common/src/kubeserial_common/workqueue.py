@@ -14,6 +14,8 @@ from typing import Generic, TypeVar
 
 import structlog
 
+from kubeserial_common.kube import api_message
+
 log = structlog.get_logger(__name__)
 
 K = TypeVar("K", bound=Hashable)

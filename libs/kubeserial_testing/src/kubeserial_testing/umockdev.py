@@ -117,6 +117,12 @@ class SimulatedUsb:
         self._next_tty += 1
         description = self.workdir / f"{adapter.serial}-{tty}.umockdev"
         description.write_text(adapter_description(adapter, tty=tty), encoding="utf-8")
+        # udev makes the by-id/by-path links before it announces the device; umockdev makes no
+        # links, so we do, relative, so that they resolve inside the testbed's /dev.
+        for link in self._links(adapter):
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)
+            link.symlink_to(f"../../{tty}")
         words = self._command(f"plug {self._key(adapter)} {description}")
         self.plugged[adapter] = words[0] if words else f"/dev/{tty}"
         return self.plugged[adapter]
@@ -125,6 +131,11 @@ class SimulatedUsb:
         """Remove the adapter; `announce=False` sends no uevent (a lost event: only a rescan sees it)."""
         self._command(f"unplug {self._key(adapter)}" + ("" if announce else " quiet"))
         self.plugged.pop(adapter, None)
+        for link in self._links(adapter):
+            link.unlink(missing_ok=True)
+
+    def _links(self, adapter: UsbAdapter) -> list[Path]:
+        return [Path(self.root_dir + path) for path in (adapter.by_id, adapter.by_path)]
 
     def device_side(self, adapter: UsbAdapter) -> int:
         """A file descriptor of the pty master behind the plugged adapter's tty: the test reads what

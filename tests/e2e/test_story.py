@@ -1,0 +1,233 @@
+"""The whole story, end to end, on the local control plane with two simulated nodes.
+
+A KubeSerial is applied; a simulated FTDI adapter is plugged into node-a; the device becomes
+Available there and `kubectl get serialdevice` shows it; the controller's gateway Deployment is
+pinned to node-a and serves the device; an annotated consumer pod is injected by the webhook; the
+consumer exchanges bytes with the device through its tty (bridge -> gateway) and its baud change
+reaches the device; the adapter is unplugged (gateway gone, Available=False) and plugged into
+node-b; the gateway follows and the consumer's open tty carries on without a restart.
+"""
+
+import asyncio
+import json
+import os
+import select
+import termios
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from kubeserial_common import constants as c
+from kubeserial_common.conditions import condition_status
+from kubeserial_testing.controlplane import ControlPlane
+from kubeserial_testing.stack import LocalStack, wait_async
+from kubeserial_testing.umockdev import UsbAdapter
+
+pytestmark = pytest.mark.umockdev
+
+SUFFIX = uuid.uuid4().hex[:4]
+DEVICE = f"printer-{SUFFIX}"
+CONSUMER = f"consumer-{SUFFIX}"
+APPS = "apps"
+ADAPTER = UsbAdapter(serial=f"E2E{SUFFIX.upper()}")
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    own = ControlPlane(tmp_path_factory.mktemp("e2e-plane")).start()
+    try:
+        for node in ("node-a", "node-b"):
+            own.register_node(node)
+        yield own
+    finally:
+        own.stop()
+
+
+@pytest.fixture(scope="module")
+async def stack(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalStack]:
+    local = LocalStack(plane, tmp_path_factory.mktemp("e2e-stack"))
+    try:
+        await local.start()
+        yield local
+    finally:
+        await local.stop()
+
+
+def get(plane: ControlPlane, *args: str) -> dict[str, Any]:
+    out = plane.kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else {}  # type: ignore[no-any-return]
+
+
+def device_state(plane: ControlPlane) -> tuple[str | None, str | None]:
+    device = get(plane, "serialdevice", DEVICE)
+    return condition_status(device, c.AVAILABLE), device.get("status", {}).get("nodeName")
+
+
+def gateway_pod(plane: ControlPlane, node: str) -> dict[str, Any] | None:
+    """The device's running gateway pod on `node` (an old one elsewhere may still be going away)."""
+    selector = f"app.kubernetes.io/name=kubeserial-gateway,{c.DEVICE_LABEL}={DEVICE}"
+    pods = get(plane, "pods", "-n", "kubeserial", "-l", selector).get("items", [])
+    running = [
+        p for p in pods if p.get("status", {}).get("phase") == "Running" and p["spec"].get("nodeName") == node
+    ]
+    return running[0] if running else None
+
+
+def read_exactly(fd: int, size: int, *, within: float = 10.0) -> bytes:
+    data = b""
+    while len(data) < size:
+        ready, _, _ = select.select([fd], [], [], within)
+        if not ready:
+            break
+        data += os.read(fd, size - len(data))
+    return data
+
+
+def baud(fd: int) -> int:
+    return int(termios.tcgetattr(fd)[4])
+
+
+def make_raw(fd: int, speed: int) -> None:
+    attrs = termios.tcgetattr(fd)
+    attrs[0] = attrs[1] = attrs[3] = 0  # no input/output processing, no echo, no canonical mode
+    attrs[2] = termios.CS8 | termios.CREAD | termios.CLOCAL
+    attrs[4] = attrs[5] = speed
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+
+
+async def exchange(app_fd: int, device_fd: int, label: bytes) -> None:
+    """Bytes both ways, all 256 values included, through bridge, gateway and the device's pty."""
+    to_device = label + bytes(range(256))
+    os.write(app_fd, to_device)
+    assert await asyncio.to_thread(read_exactly, device_fd, len(to_device)) == to_device
+    to_app = b"reply:" + label + bytes(range(255, -1, -1))
+    os.write(device_fd, to_app)
+    assert await asyncio.to_thread(read_exactly, app_fd, len(to_app)) == to_app
+
+
+async def test_device_follows_its_adapter_and_the_consumer_follows_the_device(stack: LocalStack) -> None:
+    plane = stack.plane
+    kubeserial = {
+        "apiVersion": c.API_VERSION,
+        "kind": "KubeSerial",
+        "metadata": {"name": "home", "namespace": "kubeserial"},
+        "spec": {
+            "ingress": {"enabled": False},
+            "serialDevices": [
+                {"name": DEVICE, "idVendor": "0403", "idProduct": "6001", "serialNumber": ADAPTER.serial}
+            ],
+        },
+    }
+    plane.kubectl("apply", "-f", "-", input=json.dumps(kubeserial))
+    await wait_async(
+        lambda: condition_status(get(plane, "serialdevice", DEVICE), c.READY) == "True",
+        within=30,
+        message="the controller to create a Ready SerialDevice",
+    )
+    assert device_state(plane)[0] != "True"
+
+    # Plug into node-a.
+    stack.usb["node-a"].plug(ADAPTER)
+    device_a = stack.usb["node-a"].device_side(ADAPTER)
+    await wait_async(
+        lambda: device_state(plane) == ("True", "node-a"), within=30, message="Available on node-a"
+    )
+    table = plane.kubectl("get", "serialdevice", DEVICE).stdout.splitlines()
+    assert table[0].split() == ["NAME", "READY", "AVAILABLE", "NODE"]
+    assert table[1].split() == [DEVICE, "True", "True", "node-a"]
+    status = get(plane, "serialdevice", DEVICE)["status"]
+    assert status["devicePath"] == ADAPTER.by_id
+
+    # The gateway is pinned to node-a and serves the device.
+    deployment = await wait_async(
+        lambda: get(plane, "deployment", f"{DEVICE}-gateway", "-n", "kubeserial"),
+        within=30,
+        message="the gateway Deployment",
+    )
+    affinity = deployment["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    terms = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms[0]["matchFields"][0]["values"] == ["node-a"] or terms[0].get("matchExpressions")
+    await wait_async(
+        lambda: gateway_pod(plane, "node-a"), within=30, message="the gateway pod running on node-a"
+    )
+
+    # An annotated consumer pod is injected by the webhook.
+    plane.kubectl("create", "namespace", APPS, check=False)
+    consumer = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": CONSUMER, "namespace": APPS, "annotations": {c.INJECT_ANNOTATION: DEVICE}},
+        "spec": {"containers": [{"name": "app", "image": "busybox", "command": ["sleep", "infinity"]}]},
+    }
+    plane.kubectl("apply", "-f", "-", input=json.dumps(consumer))
+    admitted = get(plane, "pod", CONSUMER, "-n", APPS)
+    assert admitted["metadata"]["annotations"].get(c.INJECTED_ANNOTATION)
+    env = {e["name"]: e.get("value") for e in admitted["spec"]["containers"][0]["env"]}
+    prefix = "KUBESERIAL_" + DEVICE.upper().replace("-", "_")
+    assert env[f"{prefix}_URL"] == f"rfc2217://{DEVICE}-gateway.kubeserial.svc:2217"
+    assert any(ic.get("restartPolicy") == "Always" for ic in admitted["spec"]["initContainers"])
+
+    # The consumer (we play the app) opens its tty, sets 57600 baud and talks to the device.
+    link = stack.link_path(CONSUMER, DEVICE)
+    await wait_async(link.exists, within=30, message="the bridge's tty link")
+    app_fd = os.open(link, os.O_RDWR | os.O_NOCTTY)
+    try:
+        make_raw(app_fd, termios.B57600)
+        await wait_async(
+            lambda: baud(device_a) == termios.B57600, within=10, message="57600 baud on the device"
+        )
+        await exchange(app_fd, device_a, b"node-a:")
+
+        # Unplug: Available=False, the gateway goes away.
+        stack.usb["node-a"].unplug(ADAPTER)
+        await wait_async(lambda: device_state(plane)[0] == "False", within=30, message="Available=False")
+        await wait_async(
+            lambda: not get(plane, "deployment", f"{DEVICE}-gateway", "-n", "kubeserial"),
+            within=30,
+            message="the gateway Deployment removed",
+        )
+        assert device_state(plane)[1] in (None, "")
+
+        # Plug into node-b: the gateway follows, the consumer's tty (still open) works again.
+        stack.usb["node-b"].plug(ADAPTER)
+        device_b = stack.usb["node-b"].device_side(ADAPTER)
+        await wait_async(
+            lambda: device_state(plane) == ("True", "node-b"), within=30, message="Available on node-b"
+        )
+        await wait_async(lambda: gateway_pod(plane, "node-b"), within=30, message="the gateway on node-b")
+        await wait_async(
+            lambda: baud(device_b) == termios.B57600,
+            within=30,
+            message="the bridge to reconnect and re-apply 57600 baud",
+        )
+        await exchange(app_fd, device_b, b"node-b:")
+    finally:
+        os.close(app_fd)
+    consumer_now = get(plane, "pod", CONSUMER, "-n", APPS)
+    assert consumer_now["metadata"]["uid"] == admitted["metadata"]["uid"], "the consumer was not restarted"
+
+
+async def test_a_lost_node_releases_its_device(stack: LocalStack) -> None:
+    """node-b's monitor dies (its Lease expires): the device is NodeLost and its gateway removed."""
+    plane = stack.plane
+    assert device_state(plane) == ("True", "node-b")
+    stack.stop_monitor("node-b")
+    await wait_async(lambda: device_state(plane)[0] == "Unknown", within=60, message="NodeLost")
+    condition = next(
+        cond
+        for cond in get(plane, "serialdevice", DEVICE)["status"]["conditions"]
+        if cond["type"] == c.AVAILABLE
+    )
+    assert condition["reason"] == "NodeLost"
+    await wait_async(
+        lambda: not get(plane, "deployment", f"{DEVICE}-gateway", "-n", "kubeserial"),
+        within=30,
+        message="the gateway of a lost node removed",
+    )
+    # The node comes back: its monitor claims the still-plugged adapter again.
+    stack.start_monitor("node-b")
+    await wait_async(
+        lambda: device_state(plane) == ("True", "node-b"), within=60, message="reclaimed on node-b"
+    )
