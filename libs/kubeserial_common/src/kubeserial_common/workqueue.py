@@ -127,7 +127,7 @@ async def run_workers(
             except Exception as exc:
                 delay = queue.retry(key)
                 log.warning(
-                    f"{name} failed; retrying", key=str(key), retry_in=round(delay, 3), error=repr(exc)
+                    f"{name} failed; retrying", key=str(key), retry_in=round(delay, 3), error=api_message(exc)
                 )
                 if on_error is not None:
                     on_error(key, exc)
