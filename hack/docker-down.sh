@@ -2,6 +2,7 @@
 # Stop the project's dockerd (by the pid in its pid file) if it runs; idempotent. Images stay cached.
 set -euo pipefail
 source "$(cd "$(dirname "$0")" && pwd)/docker-env.sh"
+kubeserial_help_requested "$0" "${1:-}" && exit 0
 [[ -f "$KUBESERIAL_DOCKER_PIDFILE" ]] || exit 0
 pid="$(cat "$KUBESERIAL_DOCKER_PIDFILE")"
 if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then

@@ -14,3 +14,9 @@ if [[ -z "${KUBESERIAL_DOCKER_CLI:-}" ]]; then
 fi
 export DOCKER_BUILDKIT=0
 export KUBESERIAL_CACHE KUBESERIAL_DOCKER_DIR KUBESERIAL_DOCKER_RUN KUBESERIAL_DOCKER_PIDFILE KUBESERIAL_DOCKER_CLI
+
+# `<script> --help` prints the comment block at the top of the script.
+kubeserial_help_requested() {
+  [[ "${2:-}" == -h || "${2:-}" == --help ]] || return 1
+  sed -n '2,/^set -/{/^#/s/^# \{0,1\}//p}' "$1"
+}

@@ -5,6 +5,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/docker-env.sh"
+kubeserial_help_requested "$0" "${1:-}" && exit 0
 
 answering() { "$KUBESERIAL_DOCKER_CLI" version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 

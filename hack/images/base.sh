@@ -9,6 +9,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/../docker-env.sh"
+kubeserial_help_requested "$0" "${1:-}" && exit 0
 docker() { "$KUBESERIAL_DOCKER_CLI" "$@"; }
 
 SUITE=bookworm

@@ -5,11 +5,14 @@
 # downloaded on the host once per (constraints.txt, pyprojects, this script) into
 # $KUBESERIAL_CACHE/images/wheels; each services/<service>/Dockerfile then builds a venv from them
 # and from the sources in a builder stage, and the docker layer cache skips what has not changed.
-# KUBESERIAL_IMAGE_TAG adds a second tag (e.g. a release version).
+# KUBESERIAL_IMAGE_TAG adds a second tag (e.g. a release version). Starts the project's dockerd if
+# needed (hack/docker-up.sh). Prints BASE_IMAGE=..., BUSYBOX_IMAGE=..., then a line per image:
+# tag, id, size, seconds. Build logs: $KUBESERIAL_CACHE/images/logs/<service>.log.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 source "$here/../docker-env.sh"
+kubeserial_help_requested "$0" "${1:-}" && exit 0
 docker() { "$KUBESERIAL_DOCKER_CLI" "$@"; }
 
 ALL_SERVICES=(controller monitor gateway injector)
@@ -91,17 +94,19 @@ for svc in "${services[@]}"; do
   started=$SECONDS
   tag="kubeserial/$svc:latest"
   ctx="$(context_for "$svc" "$(wheels_for "$svc")")"
-  old_id="$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)"
   log="$cache/logs/$svc.log"
-  if ! docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$tag" "$ctx" >"$log" 2>&1; then
+  # The builder stage is tagged too, so that pruning untagged images keeps its layer cache.
+  if ! { docker build --target builder --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "kubeserial/$svc-builder:cache" "$ctx" &&
+    docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$tag" "$ctx"; } >"$log" 2>&1; then
     tail -n 40 "$log" >&2
     echo "building $tag failed; full log: $log" >&2
     exit 1
   fi
   [[ -z "${KUBESERIAL_IMAGE_TAG:-}" ]] || docker tag "$tag" "kubeserial/$svc:$KUBESERIAL_IMAGE_TAG"
   new_id="$(docker image inspect -f '{{.Id}}' "$tag")"
-  # The image this build replaced; kept if a container still uses it.
-  [[ -z "$old_id" || "$old_id" == "$new_id" ]] || docker rmi "$old_id" >/dev/null 2>&1 || true
   size="$(docker image inspect -f '{{.Size}}' "$tag")"
   printf '%s %s %dMB %ds\n' "$tag" "${new_id:7:12}" $((size / 1000000)) $((SECONDS - started))
 done
+# Images this build replaced (and their builder stages) are untagged now: remove them, except those a
+# container still uses.
+docker image prune -f >/dev/null
