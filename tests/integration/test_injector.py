@@ -9,6 +9,8 @@ import base64
 import copy
 import json
 import os
+import socket
+import ssl
 import subprocess
 import sys
 import uuid
@@ -57,13 +59,20 @@ class Injector:
         return f"https://127.0.0.1:{self.port}/mutate"
 
     def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KUBESERIAL_LOG_FORMAT": "json"}
         env.pop("KUBERNETES_SERVICE_HOST", None)
         argv = [sys.executable, "-m", "kubeserial_injector", "--host", "127.0.0.1", "--port", str(self.port)]
         argv += ["--health-host", "127.0.0.1", "--health-port", str(self.health_port), *self.args]
         with open(self.log_path, "ab") as log_file:
             self.proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+
+    def wait_ready(self) -> None:
         proc = self.proc
+        assert proc is not None
         wait_for(
             lambda: proc.poll() is not None or is_ready(self.health_port),
             timeout=60,
@@ -412,6 +421,43 @@ def test_self_managed_certificates(
         managed.stop()
         control_plane.kubectl("delete", "secret", TLS_SECRET, "-n", "kubeserial", "--ignore-not-found")
         register_webhook(control_plane, injector.url, _ca_of(injector))
+
+
+def test_replicas_starting_together_share_one_certificate(
+    control_plane: ControlPlane, injector: Injector, injector_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """Two self-managed replicas race to create the Secret: one wins, both serve its certificate."""
+    control_plane.kubectl("delete", "secret", TLS_SECRET, "-n", "kubeserial", "--ignore-not-found")
+    replicas = [
+        Injector(
+            args=["--cert-mode", "self-managed", "--extra-san", "127.0.0.1"],
+            kubeconfig=injector_kubeconfig,
+            log_path=tmp_path / f"replica-{i}.log",
+        )
+        for i in range(2)
+    ]
+    try:
+        for replica in replicas:
+            replica.launch()
+        for replica in replicas:
+            replica.wait_ready()
+        secret = json.loads(
+            control_plane.kubectl("get", "secret", TLS_SECRET, "-n", "kubeserial", "-o", "json").stdout
+        )
+        served = {ssl.get_server_certificate(("127.0.0.1", replica.port)) for replica in replicas}
+        assert served == {base64.b64decode(secret["data"]["tls.crt"]).decode()}
+        context = ssl.create_default_context(cadata=base64.b64decode(secret["data"]["ca.crt"]).decode())
+        for replica in replicas:
+            with (
+                socket.create_connection(("127.0.0.1", replica.port)) as raw,
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+            ):
+                assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    finally:
+        for replica in replicas:
+            replica.stop()
+        control_plane.kubectl("delete", "secret", TLS_SECRET, "-n", "kubeserial", "--ignore-not-found")
+        register_webhook(control_plane, injector.url, _ca_of(injector))  # they patched its caBundle
 
 
 def _ca_of(injector: Injector) -> bytes:
