@@ -9,7 +9,7 @@ export KUBECONFIG_LOCAL := $(CURDIR)/$(CLUSTER_DIR)/admin.kubeconfig
 
 ##@ General
 help: ## Show this help.
-	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z0-9_-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
 ##@ Development
 dev: ## Set up everything from a fresh clone: Debian packages, .venv, control-plane binaries.
@@ -34,7 +34,19 @@ test: dev ## Everything CI runs: lint, manifest drift, unit, integration and e2e
 test-unit: dev ## Unit tests only (fast, no control plane).
 	$(PY) -m pytest tests/unit -q
 
-##@ Local cluster
+test-e2e: dev ## The end-to-end story only (tests/e2e).
+	$(PY) -m pytest tests/e2e -q -p no:cacheprovider
+
+bench: dev ## Run every benchmark; prints one table, writes bench/results/summary.json.
+	$(PY) bench/run.py
+
+##@ Demo and local cluster
+demo: dev ## The main job: KubeSerial end to end on this machine (control plane, services, simulated device).
+	$(PY) -m kubeserial_testing.demo
+
+demo-hold: dev ## Like demo, but keeps everything running until Ctrl-C so you can explore.
+	$(PY) -m kubeserial_testing.demo --hold
+
 cluster-up: dev ## Start a real local control plane (etcd, kube-apiserver, ...) with the CRDs installed.
 	$(PY) -m kubeserial_testing.controlplane up --dir $(CLUSTER_DIR)
 	kubectl --kubeconfig $(KUBECONFIG_LOCAL) apply -k deploy/kustomize/base/crd
@@ -44,4 +56,11 @@ cluster-up: dev ## Start a real local control plane (etcd, kube-apiserver, ...) 
 cluster-down: ## Stop the local control plane and delete its state.
 	$(PY) -m kubeserial_testing.controlplane down --dir $(CLUSTER_DIR)
 
-.PHONY: help dev manifests lint fmt test test-unit cluster-up cluster-down
+##@ Images and kind
+images: dev ## Build the four service images in a local Docker engine (base image made locally).
+	./hack/images/build.sh
+
+e2e-kind: ## The e2e overlay on a kind cluster (needs Docker, kind and a kindest/node image).
+	./hack/e2e-kind.sh
+
+.PHONY: help dev manifests lint fmt test test-unit test-e2e bench demo demo-hold cluster-up cluster-down images e2e-kind

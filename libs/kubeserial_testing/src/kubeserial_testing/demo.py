@@ -9,11 +9,15 @@ the network, and the device following the adapter to node-b.
 
 import argparse
 import asyncio
+import errno
 import json
 import os
+import select
 import signal
 import sys
 import tempfile
+import termios
+import time
 from pathlib import Path
 
 from kubeserial_common import constants as c
@@ -41,21 +45,45 @@ def device_on(plane: ControlPlane, node: str) -> bool:
     return condition_status(device, c.AVAILABLE) == "True" and device["status"].get("nodeName") == node
 
 
-async def talk(stack: LocalStack, device_fd: int) -> None:
-    """Send an AT command to the printer over the gateway's raw TCP port; we play the printer."""
-    port = stack.ports_for(DEVICE).raw
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"AT\r")
-    await writer.drain()
-    received = b""
-    while not received.endswith(b"\r"):
-        received += await asyncio.to_thread(os.read, device_fd, 64)
-    print(f"device received {received!r} over socket://127.0.0.1:{port}", flush=True)
-    os.write(device_fd, b"OK\r\n")
-    answer = await asyncio.wait_for(reader.readuntil(b"\n"), timeout=10)
-    print(f"client received {answer!r}", flush=True)
-    writer.close()
-    await writer.wait_closed()
+def read_until(fd: int, end: bytes, *, within: float = 10.0) -> bytes:
+    """Read from a pty until `end`; EIO means nobody has the other side open yet: wait."""
+    deadline = time.monotonic() + within
+    data = b""
+    while not data.endswith(end) and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                data += os.read(fd, 256)
+            except OSError as exc:
+                if exc.errno != errno.EIO:
+                    raise
+                time.sleep(0.05)
+    return data
+
+
+async def talk(stack: LocalStack, plane: ControlPlane, device_fd: int) -> None:
+    """OctoPrint (the Manager) talks to the printer through its tty; we play both ends."""
+    pods = json.loads(plane.kubectl("get", "pods", "-n", "kubeserial", "-o", "json").stdout)["items"]
+    manager_pod = next(
+        p["metadata"]["name"] for p in pods if p["metadata"]["name"].startswith(f"{DEVICE}-octoprint")
+    )
+    link = stack.link_path(manager_pod, DEVICE)
+    await wait_async(link.exists, within=30, message="the manager's tty")
+    print(f"OctoPrint's tty /dev/serial/{DEVICE} (here {link}) -> bridge -> gateway -> device", flush=True)
+    app_fd = os.open(link, os.O_RDWR | os.O_NOCTTY)
+    try:
+        attrs = termios.tcgetattr(app_fd)
+        attrs[0] = attrs[1] = attrs[3] = 0
+        attrs[4] = attrs[5] = termios.B115200
+        termios.tcsetattr(app_fd, termios.TCSANOW, attrs)
+        os.write(app_fd, b"M115\n")
+        received = await asyncio.to_thread(read_until, device_fd, b"\n")
+        print(f"printer received {received!r}", flush=True)
+        os.write(device_fd, b"FIRMWARE_NAME:Marlin ok\n")
+        answer = await asyncio.to_thread(read_until, app_fd, b"\n")
+        print(f"OctoPrint received {answer!r}", flush=True)
+    finally:
+        os.close(app_fd)
 
 
 async def demo(workdir: Path, *, hold: bool) -> None:
@@ -88,9 +116,9 @@ async def demo(workdir: Path, *, hold: bool) -> None:
         show(plane, "get", "deployments,services", "-n", "kubeserial")
         show(plane, "get", "managerschedulerequest")
 
-        say("Talking to the device through its gateway")
+        say("The Manager (OctoPrint) talks to the printer through bridge and gateway")
         await wait_async(stack.ports_for(DEVICE).ready, within=30, message="the gateway ready")
-        await talk(stack, device_fd)
+        await talk(stack, plane, device_fd)
 
         say("Moving the adapter to node-b")
         stack.usb["node-a"].unplug(adapter)
@@ -99,6 +127,8 @@ async def demo(workdir: Path, *, hold: bool) -> None:
         stack.usb["node-b"].plug(adapter)
         await wait_async(lambda: device_on(plane, "node-b"), within=30, message="available on node-b")
         show(plane, "get", "serialdevice")
+        await wait_async(lambda: stack.ports_for(DEVICE).ready(), within=30, message="the gateway on node-b")
+        show(plane, "get", "pods", "-n", "kubeserial", "-o", "wide")
 
         if hold:
             say("Everything keeps running; press Ctrl-C to stop")
