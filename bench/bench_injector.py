@@ -244,8 +244,7 @@ def main() -> int:
                 "kubeserial_injector",
                 injector_args,
                 kubeconfig=kubeconfig,
-                log_path=workdir / "injector.log",
-                env={"KUBESERIAL_LOG_LEVEL": "warning"},
+                log_path=workdir / "injector.log",  # default log level: one line per admitted pod
             )
         )
         proc, health = injector.proc, injector.health_port
