@@ -12,3 +12,6 @@ if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
   kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
 fi
 rm -f "$KUBESERIAL_DOCKER_PIDFILE"
+# dockerd leaves its default network namespace mounted in its exec root.
+awk -v root="$KUBESERIAL_DOCKER_RUN/" 'index($2, root) == 1 { print $2 }' /proc/self/mounts | sort -r |
+  while read -r mount; do umount "$mount" || true; done

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Start the project's own dockerd unless it already answers on the project's socket (idempotent).
 # No bridge network and no iptables (neither works here): containers use --network=host or none.
-# Prints the DOCKER_HOST to use. Stop it with hack/docker-down.sh.
+# Prints the DOCKER_HOST to use. Stop it with hack/docker-down.sh. With KUBESERIAL_DOCKER_HOST set
+# (e.g. unix:///var/run/docker.sock, to build into a machine's own Docker for kind) it only checks
+# that that engine answers.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/docker-env.sh"
@@ -10,6 +12,10 @@ kubeserial_help_requested "$0" "${1:-}" && exit 0
 answering() { "$KUBESERIAL_DOCKER_CLI" version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 if answering; then echo "DOCKER_HOST=$DOCKER_HOST"; exit 0; fi
+if [[ -n "${KUBESERIAL_DOCKER_HOST:-}" ]]; then
+  echo "KUBESERIAL_DOCKER_HOST=$KUBESERIAL_DOCKER_HOST does not answer (an engine of its own is not started there)" >&2
+  exit 1
+fi
 KUBESERIAL_WITH_DOCKER=1 "$here/install-system-deps.sh"
 [[ "$(id -u)" -eq 0 ]] || { echo "dockerd needs root (rootless docker is not set up here)" >&2; exit 1; }
 mkdir -p "$KUBESERIAL_DOCKER_RUN" "$KUBESERIAL_DOCKER_DIR/data"
