@@ -29,6 +29,7 @@ from typing import Any
 from kubeserial_common import constants as c
 from kubeserial_testing import pki
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
+from kubeserial_testing.objects import apply_object, serial_device
 from kubeserial_testing.probes import running_service
 from kubeserial_testing.services import apply_rbac, wait_for
 
@@ -224,13 +225,7 @@ def main() -> int:
         stack.callback(plane.stop)
         plane.kubectl("apply", "-k", str(REPO_ROOT / "deploy" / "kustomize" / "base" / "crd"))
         plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-        device = {
-            "apiVersion": c.API_VERSION,
-            "kind": "SerialDevice",
-            "metadata": {"name": DEVICE},
-            "spec": {"idVendor": "0403", "idProduct": "6001"},
-        }
-        plane.kubectl("apply", "-f", "-", input=json.dumps(device))
+        apply_object(plane, serial_device(DEVICE))
         kubeconfig = apply_rbac(plane, "injector")
         ca_pair, ca_key, ca_cert = pki.make_ca("bench-ca")
         cert, key = pki.issue(

@@ -25,6 +25,7 @@ import yaml
 from kubeserial_common import constants as c
 from kubeserial_testing import pki
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
+from kubeserial_testing.objects import apply_object, serial_device, write_monitor_status
 from kubeserial_testing.probes import is_ready, metric_value
 from kubeserial_testing.services import apply_rbac, stop_process, wait_for
 
@@ -145,32 +146,9 @@ def wait_until_webhook_mutates(plane: ControlPlane) -> None:
 
 
 def create_device(plane: ControlPlane, name: str, *, available: bool) -> None:
-    device = {
-        "apiVersion": c.API_VERSION,
-        "kind": "SerialDevice",
-        "metadata": {"name": name},
-        "spec": {"idVendor": "0403", "idProduct": "6001"},
-    }
-    plane.kubectl("apply", "-f", "-", input=json.dumps(device))
+    apply_object(plane, serial_device(name))
     if available:
-        status = {
-            "status": {
-                "nodeName": "node-a",
-                "devicePath": "/dev/ttyUSB0",
-                "conditions": [
-                    {
-                        "type": "Available",
-                        "status": "True",
-                        "reason": "DeviceAvailable",
-                        "message": "",
-                        "lastTransitionTime": "2026-01-01T00:00:00Z",
-                    }
-                ],
-            }
-        }
-        plane.kubectl(
-            "patch", "serialdevice", name, "--subresource=status", "--type=merge", "-p", json.dumps(status)
-        )
+        write_monitor_status(plane, name, node="node-a", available=True)
 
 
 @pytest.fixture(scope="module")
