@@ -7,6 +7,7 @@ import os
 import socket
 import ssl
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,20 @@ def cluster_options(control_plane: ControlPlane, component: str, directory: Path
     ]  # fmt: skip
 
 
+@contextmanager
+def healthy_service(
+    docker: Docker, image: str, args: list[str], *, options: list[str], log_path: Path
+) -> Iterator[None]:
+    """The service's container on a free health port, once its /healthz and /readyz answer 200."""
+    health_port = free_port()
+    with running_container(
+        docker, image, [*args, "--health-port", str(health_port)], options=options, log_path=log_path
+    ) as name:
+        wait_healthy(docker, name, health_port, "/healthz")
+        wait_healthy(docker, name, health_port, "/readyz")
+        yield
+
+
 def test_app_image_has_no_python_and_no_socat(docker: Docker, images: BuiltImages) -> None:
     probe = docker(
         "run", "--rm", "--network=none", images.busybox, "sh", "-c",
@@ -105,26 +120,27 @@ def test_gateway_serves_a_pty_in_a_container(docker: Docker, images: BuiltImages
     """The device is a pty whose master the test holds; it reaches the container as a bind mount
     (--device does not work for ptys)."""
     master, slave = os.openpty()
-    raw_port, rfc2217_port, health_port = free_port(), free_port(), free_port()
+    raw_port = free_port()
+    serve = ["serve", "--device", "/dev/ttyUSB0", "--raw-port", str(raw_port)]
+    serve += ["--rfc2217-port", str(free_port())]
     try:
-        with running_container(
-            docker,
-            images.services["gateway"],
-            ["serve", "--device", "/dev/ttyUSB0", "--raw-port", str(raw_port),
-             "--rfc2217-port", str(rfc2217_port), "--health-port", str(health_port)],
-            options=["--network=host", "-v", f"{os.ttyname(slave)}:/dev/ttyUSB0"],
-            log_path=tmp_path / "gateway.log",
-        ) as name:  # fmt: skip
-            wait_healthy(docker, name, health_port, "/healthz")
-            wait_healthy(docker, name, health_port, "/readyz")
-            with socket.create_connection(("127.0.0.1", raw_port), timeout=10) as client:
-                client.sendall(b"to-device")
-                assert read_exactly(master, len(b"to-device")) == b"to-device"
-                os.write(master, b"from-device")
-                received = b""
-                while len(received) < len(b"from-device"):
-                    received += client.recv(64)
-                assert received == b"from-device"
+        with (
+            healthy_service(
+                docker,
+                images.services["gateway"],
+                serve,
+                options=["--network=host", "-v", f"{os.ttyname(slave)}:/dev/ttyUSB0"],
+                log_path=tmp_path / "gateway.log",
+            ),
+            socket.create_connection(("127.0.0.1", raw_port), timeout=10) as client,
+        ):
+            client.sendall(b"to-device")
+            assert read_exactly(master, len(b"to-device")) == b"to-device"
+            os.write(master, b"from-device")
+            received = b""
+            while len(received) < len(b"from-device"):
+                received += client.recv(64)
+            assert received == b"from-device"
     finally:
         os.close(master)
         os.close(slave)
@@ -136,17 +152,14 @@ def test_monitor_in_a_container_renews_its_node_lease(
     node = f"img-node-{os.urandom(3).hex()}"
     control_plane.register_node(node)
     lease = f"kubeserial-monitor-{node}"
-    health_port = free_port()
     try:
-        with running_container(
+        with healthy_service(
             docker,
             images.services["monitor"],
-            ["--node-name", node, "--health-port", str(health_port)],
+            ["--node-name", node],
             options=cluster_options(control_plane, "monitor", tmp_path),
             log_path=tmp_path / "monitor.log",
-        ) as name:
-            wait_healthy(docker, name, health_port, "/healthz")
-            wait_healthy(docker, name, health_port, "/readyz")
+        ):
             lease_exists = ("get", "lease", lease, "-n", NAMESPACE)
             wait_for(
                 lambda: control_plane.kubectl(*lease_exists, check=False).returncode == 0,
@@ -162,17 +175,14 @@ def test_controller_in_a_container_becomes_leader(
 ) -> None:
     # Its own leader Lease, so it never competes with controllers that other tests run.
     lease = f"img-controller-{os.urandom(3).hex()}"
-    health_port = free_port()
     try:
-        with running_container(
+        with healthy_service(
             docker,
             images.services["controller"],
-            ["--leader-election-id", lease, "--health-port", str(health_port)],
+            ["--leader-election-id", lease],
             options=cluster_options(control_plane, "controller", tmp_path),
             log_path=tmp_path / "controller.log",
-        ) as name:
-            wait_healthy(docker, name, health_port, "/healthz")
-            wait_healthy(docker, name, health_port, "/readyz")
+        ):
             holder = control_plane.kubectl(
                 "get", "lease", lease, "-n", NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}", check=False
             )
@@ -193,17 +203,15 @@ def test_injector_in_a_container_serves_tls(
         ip_addresses=("127.0.0.1",), server=True,
     ).write(certs, "tls")  # fmt: skip
     key_file.chmod(0o644)  # a throwaway key, readable by the image's non-root user
-    port, health_port = free_port(), free_port()
-    with running_container(
+    port = free_port()
+    with healthy_service(
         docker,
         images.services["injector"],
         ["--cert-mode", "files", "--tls-cert-file", "/certs/tls.crt", "--tls-key-file", "/certs/tls.key",
-         "--port", str(port), "--health-port", str(health_port)],
+         "--port", str(port)],
         options=[*cluster_options(control_plane, "injector", tmp_path), "-v", f"{certs}:/certs:ro"],
         log_path=tmp_path / "injector.log",
-    ) as name:  # fmt: skip
-        wait_healthy(docker, name, health_port, "/healthz")
-        wait_healthy(docker, name, health_port, "/readyz")
+    ):  # fmt: skip
         context = ssl.create_default_context(cadata=ca_pair.cert_pem.decode())
         with (
             socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
