@@ -61,7 +61,7 @@ def test_pyserial_open_sequence_is_accepted() -> None:
         [IAC, DO, 1, IAC, WILL, 3, IAC, DO, 3, IAC, DO, COM_PORT_OPTION, IAC, WILL, COM_PORT_OPTION]
     )
     events, reply = server.receive(hello)
-    assert events == []
+    assert events == [ModemStatePoll()]  # the first modem-state notification, once COM-PORT is on
     assert bytes([IAC, 252, 1]) in reply  # WONT ECHO: we do not echo
     settings = subneg(1, 0, 0, 0xE1, 0) + subneg(2, 8) + subneg(3, 1) + subneg(4, 1)
     events, reply = server.receive(settings)

@@ -148,8 +148,12 @@ class Bridge:
     def open_pty(self) -> None:
         self._loop = asyncio.get_running_loop()
         master, slave = os.openpty()
-        tty.setraw(slave)  # a byte pipe until the app says otherwise; HUPCL stays as the kernel set it
+        tty.setraw(slave)  # a byte pipe until the app says otherwise
         attrs = termios.tcgetattr(slave)
+        # A serial port hangs up (drops DTR/RTS) on last close by default; a pty starts without
+        # HUPCL. Set it, so the app sees what a real port would show (`stty -hupcl` still works).
+        attrs[CFLAG] |= termios.HUPCL
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
         self.slave_path = os.ttyname(slave)
         # Not holding the slave open ourselves lets us see when the app opens and closes it (POLLHUP).
         os.close(slave)

@@ -212,6 +212,7 @@ class Rfc2217Server:
         self.modemstate_mask = 0xFF  # RFC 2217 default
         self.linestate_mask = 0
         self._reported_modem = 0
+        self._com_port_announced = False
 
     def greeting(self) -> bytes:
         return self._options.request_all()
@@ -225,6 +226,11 @@ class Rfc2217Server:
                 events.append(event)
             elif isinstance(event, Negotiation):
                 out += self._options.receive(event.verb, event.option)
+                if not self._com_port_announced and self._options.enabled(COM_PORT_OPTION, local=False):
+                    # Clients (pyserial) read modem lines from notifications only, so send the first
+                    # one as soon as the option is on.
+                    self._com_port_announced = True
+                    events.append(ModemStatePoll())
             elif isinstance(event, Command):
                 if event.code == BRK:
                     events.append(SendBreak())
