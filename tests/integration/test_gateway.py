@@ -279,3 +279,27 @@ def test_slow_reader_gets_backpressure_not_unbounded_memory(gateway: Gateway, de
         received = recv_exactly(client, sent, timeout=60)
         assert len(received) == sent
         assert received == (chunk * (sent // len(chunk) + 1))[:sent]
+
+
+def test_slow_device_gets_backpressure_not_unbounded_memory(gateway: Gateway, device: PtyDevice) -> None:
+    """The client sends far faster than the device takes it (here: the device reads nothing)."""
+    pattern = bytes(range(256)) * 256
+    total = 64 * 1024 * 1024
+    with gateway.raw_client() as client:
+        client.sendall(b"x")
+        assert device.read(1) == b"x"
+        rss_before = gateway.rss_kib()
+        client.setblocking(False)
+        sent = 0
+        while sent < total:
+            _, writable, _ = select.select([], [client], [], 2.0)
+            if not writable:
+                break  # the gateway stopped reading the socket: backpressure reached the client
+            with contextlib.suppress(BlockingIOError):
+                sent += client.send(pattern[sent % 256 :])
+        assert sent < total, "the gateway kept reading into memory"
+        growth_mib = (gateway.rss_kib() - rss_before) / 1024
+        assert growth_mib < 16, f"gateway grew by {growth_mib:.1f} MiB for a device that does not read"
+        received = device.read(sent, timeout=60)
+        assert len(received) == sent
+        assert received == (pattern * (sent // len(pattern) + 1))[:sent]

@@ -25,6 +25,7 @@ from typing import Any, Final, cast
 
 import structlog
 
+from kubeserial_gateway.fdwriter import FdWriter
 from kubeserial_gateway.metrics import BridgeMetrics
 from kubeserial_gateway.rfc2217 import (
     Cmd,
@@ -131,8 +132,7 @@ class Bridge:
         self.attached = False
         self._reading = False
         self._input_paused: set[str] = set()
-        self._to_app = bytearray()
-        self._writing = False
+        self._to_app: FdWriter | None = None
         self.app_configured = False  # the app changed the tty's settings: its settings win from now on
         self.known: SerialSettings = SerialSettings()  # the pty's settings as last seen or set by us
         self.sent: SerialSettings | None = None  # what this connection's gateway got from us
@@ -159,6 +159,15 @@ class Bridge:
         os.close(slave)
         os.set_blocking(master, False)
         self.master = master
+        self._to_app = FdWriter(
+            master,
+            loop=self._loop,
+            high_water=HIGH_WATER,
+            low_water=HIGH_WATER // 4,
+            on_written=self.metrics.from_gateway.inc,
+            on_error=lambda _, dropped: self.metrics.dropped_detached.inc(dropped),  # EIO: nobody has it open
+            on_congested=self._app_congested,
+        )
         self.known = settings_from_termios(attrs)
         self.target = link_target(self.slave_path, via_proc=self.via_proc, pid=os.getpid())
         publish_link(self.link, self.target)
@@ -172,7 +181,8 @@ class Bridge:
         if self.master >= 0:
             if self._loop is not None:
                 self._loop.remove_reader(self.master)
-                self._loop.remove_writer(self.master)
+            if self._to_app is not None:
+                self._to_app.close()
             os.close(self.master)
             self.master = -1
 
@@ -238,48 +248,19 @@ class Bridge:
         self.transport.write(self.client.encode(data))
 
     def _write_to_app(self, data: bytes) -> None:
-        if not self.attached:
+        if not self.attached or self._to_app is None:
             self.metrics.dropped_detached.inc(len(data))
             return
-        if not self._to_app:
-            try:
-                written = os.write(self.master, data)
-            except (BlockingIOError, InterruptedError):
-                written = 0
-            except OSError:
-                self.metrics.dropped_detached.inc(len(data))
-                return
-            self.metrics.from_gateway.inc(written)
-            if written == len(data):
-                return
-            data = data[written:]
-        self._to_app += data
-        if not self._writing and self._loop is not None:
-            self._writing = True
-            self._loop.add_writer(self.master, self._on_app_writable)
-        if len(self._to_app) > HIGH_WATER and self.transport is not None:
-            self.transport.pause_reading()
+        self._to_app.write(data)
 
-    def _on_app_writable(self) -> None:
-        try:
-            written = os.write(self.master, self._to_app)
-        except (BlockingIOError, InterruptedError):
+    def _app_congested(self, congested: bool) -> None:
+        """The app reads slower than the gateway sends: stop reading the socket meanwhile."""
+        if self.transport is None or self.transport.is_closing():
             return
-        except OSError:
-            written = len(self._to_app)
-            self.metrics.dropped_detached.inc(written)
+        if congested:
+            self.transport.pause_reading()
         else:
-            self.metrics.from_gateway.inc(written)
-        del self._to_app[:written]
-        if not self._to_app:
-            self._stop_writing()
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.resume_reading()
-
-    def _stop_writing(self) -> None:
-        if self._writing and self._loop is not None:
-            self._loop.remove_writer(self.master)
-        self._writing = False
+            self.transport.resume_reading()
 
     def _set_attached(self, attached: bool) -> None:
         if attached == self.attached:
@@ -287,12 +268,8 @@ class Bridge:
         self.attached = attached
         self.metrics.app_attached.set(1 if attached else 0)
         log.info("application " + ("opened" if attached else "closed") + " the tty", link=str(self.link))
-        if not attached and self._to_app:
-            self.metrics.dropped_detached.inc(len(self._to_app))
-            self._to_app.clear()
-            self._stop_writing()
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.resume_reading()
+        if not attached and self._to_app is not None:
+            self.metrics.dropped_detached.inc(self._to_app.discard())
         self._update_reader()
 
     # --- watching the application ----------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 pyserial does what it is good at (termios for every baud rate, parity, flow control, modem lines);
 the data path is the loop's own reader/writer callbacks on the fd, with no thread and no copy
-beyond the read itself. Writes are buffered up to HIGH_WATER and then the sink is told to stop
+beyond the read itself. Writes go through an FdWriter: past HIGH_WATER the sink is told to stop
 sending (backpressure instead of unbounded memory).
 """
 
@@ -19,6 +19,7 @@ from typing import Final, Protocol
 import serial
 import structlog
 
+from kubeserial_gateway.fdwriter import FdWriter
 from kubeserial_gateway.metrics import GatewayMetrics
 from kubeserial_gateway.rfc2217 import (
     MODEM_CD,
@@ -98,8 +99,7 @@ class DevicePort:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._paused: set[str] = set()
         self._reading = False
-        self._pending = bytearray()
-        self._congested = False
+        self._writer: FdWriter | None = None
         self._modem_lines_supported = True
         self._dtr = True
         self._rts = True
@@ -121,9 +121,16 @@ class DevicePort:
         self._serial = port
         self._fd = port.fileno()
         self._rdev = os.fstat(self._fd).st_rdev
-        self._pending.clear()
+        self._writer = FdWriter(
+            self._fd,
+            loop=self._loop,
+            high_water=HIGH_WATER,
+            low_water=LOW_WATER,
+            on_written=self.metrics.to_device.inc,
+            on_error=lambda exc, _: self.lose("io_error", f"write failed: {exc}"),
+            on_congested=self._congested,
+        )
         self._paused.clear()
-        self._congested = False
         self._dtr = self._rts = True
         self._break = False
         self._modem_lines_supported = True
@@ -149,9 +156,10 @@ class DevicePort:
             return
         if self._loop is not None:
             self._loop.remove_reader(self._fd)
-            self._loop.remove_writer(self._fd)
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         self._reading = False
-        self._pending.clear()
         try:
             port.close()
         except (OSError, serial.SerialException) as exc:
@@ -219,49 +227,16 @@ class DevicePort:
     # --- writing -------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self._serial is None or not data:
-            return
-        if not self._pending:
-            try:
-                written = os.write(self._fd, data)
-            except (BlockingIOError, InterruptedError):
-                written = 0
-            except OSError as exc:
-                self.lose("io_error", f"write failed: {exc}")
-                return
-            self.metrics.to_device.inc(written)
-            if written == len(data):
-                return
-            data = data[written:]
-            assert self._loop is not None
-            self._loop.add_writer(self._fd, self._on_writable)
-        self._pending += data
-        if len(self._pending) > HIGH_WATER and not self._congested:
-            self._set_congested(True)
+        if self._writer is not None:
+            self._writer.write(data)
 
-    def _on_writable(self) -> None:
-        try:
-            written = os.write(self._fd, self._pending)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self.lose("io_error", f"write failed: {exc}")
-            return
-        self.metrics.to_device.inc(written)
-        del self._pending[:written]
-        if not self._pending and self._loop is not None:
-            self._loop.remove_writer(self._fd)
-        if self._congested and len(self._pending) <= LOW_WATER:
-            self._set_congested(False)
-
-    def _set_congested(self, congested: bool) -> None:
-        self._congested = congested
+    def _congested(self, congested: bool) -> None:
         if self.sink is not None:
             self.sink.device_congested(congested)
 
     @property
     def pending_bytes(self) -> int:
-        return len(self._pending)
+        return 0 if self._writer is None else self._writer.pending
 
     # --- port control (RFC 2217 requests) ----------------------------------------------------
 
@@ -387,12 +362,9 @@ class DevicePort:
             if which in (Purge.RECEIVE, Purge.BOTH):
                 port.reset_input_buffer()
             if which in (Purge.TRANSMIT, Purge.BOTH):
-                self._pending.clear()
-                if self._loop is not None:
-                    self._loop.remove_writer(self._fd)
+                if self._writer is not None:
+                    self._writer.discard()
                 port.reset_output_buffer()
-                if self._congested:
-                    self._set_congested(False)
         except (OSError, termios.error) as exc:
             log.warning("purge failed", error=repr(exc))
 

@@ -7,7 +7,7 @@ turns server bytes into data for the application plus reports of the port's sett
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Final
+from typing import Final, Generic, TypeVar, cast
 
 from kubeserial_gateway import telnet
 from kubeserial_gateway.telnet import (
@@ -20,7 +20,6 @@ from kubeserial_gateway.telnet import (
     Negotiation,
     OptionNegotiator,
     ProtocolError,
-    Subnegotiation,
     TelnetParser,
 )
 
@@ -185,6 +184,7 @@ class ModemState:
 
 ServerEvent = Data | PortRequest | ModemStatePoll | OutputFlow | SendBreak | ProtocolError
 ClientEvent = Data | SettingReport | ModemState | OutputFlow | ProtocolError
+E = TypeVar("E", ServerEvent, ClientEvent)
 
 
 def modem_deltas(state: int, previous: int) -> int:
@@ -202,48 +202,77 @@ def modem_deltas(state: int, previous: int) -> int:
     return deltas
 
 
-class Rfc2217Server:
+class _Endpoint(Generic[E]):
+    """What both ends share: telnet framing, option negotiation, escaping. Subclasses read COM-PORT."""
+
+    def __init__(self) -> None:
+        self._parser = TelnetParser()
+        self._options = OptionNegotiator(local=_SUPPORTED_OPTIONS, remote=_SUPPORTED_OPTIONS)
+
+    def greeting(self) -> bytes:
+        return self._options.request_all()
+
+    def receive(self, data: bytes) -> tuple[list[E], bytes]:
+        """Peer bytes -> events for the I/O shell, and bytes to send straight back."""
+        events: list[E] = []
+        out = bytearray()
+        for event in self._parser.feed(data):
+            if isinstance(event, Data | ProtocolError):
+                events.append(cast(E, event))
+            elif isinstance(event, Negotiation):
+                out += self._options.receive(event.verb, event.option)
+                self._negotiated(events)
+            elif isinstance(event, Command):
+                self._command(event.code, events)
+            elif event.option == COM_PORT_OPTION:
+                if event.payload:
+                    self._com_port(event.payload[0], event.payload[1:], events, out)
+                else:
+                    events.append(cast(E, ProtocolError("COM-PORT-OPTION subnegotiation without a command")))
+            # other subnegotiations are for options we refused: ignored, as RFC 855 allows
+        return events, bytes(out)
+
+    def _negotiated(self, events: list[E]) -> None:
+        """Called after each option change."""
+
+    def _command(self, code: int, events: list[E]) -> None:
+        """A two-byte telnet command (NOP, BRK, ...)."""
+
+    def _com_port(self, command: int, payload: bytes, events: list[E], out: bytearray) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def encode(data: bytes) -> bytes:
+        return telnet.escape(data)
+
+    @property
+    def buffered(self) -> int:
+        return self._parser.buffered
+
+
+class Rfc2217Server(_Endpoint[ServerEvent]):
     """The access-server side of one client connection."""
 
     def __init__(self, *, signature: str) -> None:
+        super().__init__()
         self.signature = signature.encode("utf-8", "replace")[: telnet.MAX_SUBNEGOTIATION - 2]
-        self._parser = TelnetParser()
-        self._options = OptionNegotiator(local=_SUPPORTED_OPTIONS, remote=_SUPPORTED_OPTIONS)
         self.modemstate_mask = 0xFF  # RFC 2217 default
         self.linestate_mask = 0
         self._reported_modem = 0
         self._com_port_announced = False
 
-    def greeting(self) -> bytes:
-        return self._options.request_all()
+    def _negotiated(self, events: list[ServerEvent]) -> None:
+        if not self._com_port_announced and self._options.enabled(COM_PORT_OPTION, local=False):
+            # Clients (pyserial) read modem lines from notifications only, so send the first one
+            # as soon as the option is on.
+            self._com_port_announced = True
+            events.append(ModemStatePoll())
 
-    def receive(self, data: bytes) -> tuple[list[ServerEvent], bytes]:
-        """Client bytes -> events for the I/O shell, and bytes to send straight back."""
-        events: list[ServerEvent] = []
-        out = bytearray()
-        for event in self._parser.feed(data):
-            if isinstance(event, Data | ProtocolError):
-                events.append(event)
-            elif isinstance(event, Negotiation):
-                out += self._options.receive(event.verb, event.option)
-                if not self._com_port_announced and self._options.enabled(COM_PORT_OPTION, local=False):
-                    # Clients (pyserial) read modem lines from notifications only, so send the first
-                    # one as soon as the option is on.
-                    self._com_port_announced = True
-                    events.append(ModemStatePoll())
-            elif isinstance(event, Command):
-                if event.code == BRK:
-                    events.append(SendBreak())
-            elif event.option == COM_PORT_OPTION:
-                self._com_port(event, events, out)
-            # other subnegotiations are for options we refused: ignored, as RFC 855 allows
-        return events, bytes(out)
+    def _command(self, code: int, events: list[ServerEvent]) -> None:
+        if code == BRK:
+            events.append(SendBreak())
 
-    def _com_port(self, event: Subnegotiation, events: list[ServerEvent], out: bytearray) -> None:
-        if not event.payload:
-            events.append(ProtocolError("COM-PORT-OPTION subnegotiation without a command"))
-            return
-        command, payload = event.payload[0], event.payload[1:]
+    def _com_port(self, command: int, payload: bytes, events: list[ServerEvent], out: bytearray) -> None:
         if command == Cmd.SIGNATURE:
             if not payload:  # a request; a non-empty one is the client's own signature
                 out += telnet.subnegotiation(COM_PORT_OPTION, bytes((SERVER_OFFSET,)) + self.signature)
@@ -288,50 +317,21 @@ class Rfc2217Server:
         self._reported_modem = lines
         return self.reply(Cmd.NOTIFY_MODEMSTATE, (lines | deltas) & self.modemstate_mask)
 
-    @staticmethod
-    def encode(data: bytes) -> bytes:
-        return telnet.escape(data)
 
-    @property
-    def buffered(self) -> int:
-        return self._parser.buffered
-
-
-class Rfc2217Client:
+class Rfc2217Client(_Endpoint[ClientEvent]):
     """The client side: what the bridge speaks to the gateway."""
 
-    def __init__(self) -> None:
-        self._parser = TelnetParser()
-        self._options = OptionNegotiator(local=_SUPPORTED_OPTIONS, remote=_SUPPORTED_OPTIONS)
-
-    def greeting(self) -> bytes:
-        return self._options.request_all()
-
-    def receive(self, data: bytes) -> tuple[list[ClientEvent], bytes]:
-        events: list[ClientEvent] = []
-        out = bytearray()
-        for event in self._parser.feed(data):
-            if isinstance(event, Data | ProtocolError):
-                events.append(event)
-            elif isinstance(event, Negotiation):
-                out += self._options.receive(event.verb, event.option)
-            elif isinstance(event, Subnegotiation) and event.option == COM_PORT_OPTION:
-                self._com_port(event.payload, events)
-        return events, bytes(out)
-
-    def _com_port(self, payload: bytes, events: list[ClientEvent]) -> None:
-        if not payload:
-            events.append(ProtocolError("COM-PORT-OPTION subnegotiation without a command"))
-            return
-        command = payload[0] % SERVER_OFFSET if payload[0] >= SERVER_OFFSET else payload[0]
+    def _com_port(self, command: int, payload: bytes, events: list[ClientEvent], out: bytearray) -> None:
+        if command >= SERVER_OFFSET:
+            command -= SERVER_OFFSET
         if command == Cmd.SIGNATURE:
             return
         if command in (Cmd.FLOWCONTROL_SUSPEND, Cmd.FLOWCONTROL_RESUME):
             events.append(OutputFlow(suspended=command == Cmd.FLOWCONTROL_SUSPEND))
             return
-        value = decode_value(command, payload[1:])
+        value = decode_value(command, payload)
         if value is None or command > Cmd.PURGE_DATA:
-            events.append(ProtocolError(f"bad COM-PORT-OPTION reply {payload[:8]!r}"))
+            events.append(ProtocolError(f"bad COM-PORT-OPTION reply {command}: {payload[:8]!r}"))
         elif command == Cmd.NOTIFY_MODEMSTATE:
             events.append(ModemState(value))
         elif command != Cmd.NOTIFY_LINESTATE:
@@ -340,7 +340,3 @@ class Rfc2217Client:
     @staticmethod
     def request(command: int, value: int) -> bytes:
         return com_port_message(command, value)
-
-    @staticmethod
-    def encode(data: bytes) -> bytes:
-        return telnet.escape(data)
