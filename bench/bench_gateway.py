@@ -90,6 +90,16 @@ def listening(port: int) -> bool:
     return False
 
 
+def cpu_ns(pid: int | None) -> int | None:
+    """Time the process's main thread has run on a CPU, in ns (immune to what else the machine does)."""
+    if pid is None:
+        return None
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def wait_port(port: int, *, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -241,6 +251,7 @@ class Target:
     connect: Callable[[], RawClient]
     pid: Callable[[], int | None]
     samples: list[float] = field(default_factory=list)
+    cpu_per_rtt: list[float] = field(default_factory=list)
     rates: list[float] = field(default_factory=list)
     rss: list[tuple[float, float]] = field(default_factory=list)
     error: str | None = None
@@ -251,7 +262,14 @@ class Target:
         try:
             client = self.connect()
             try:
+                before = cpu_ns(self.pid())
                 self.samples += measure_rtt(client, args.round_trips)
+                after = cpu_ns(self.pid())
+                if before is not None and after is not None:
+                    # warm-up round trips included: measure_rtt does min(50, n) of them first
+                    self.cpu_per_rtt.append(
+                        (after - before) / 1000 / (args.round_trips + min(50, args.round_trips))
+                    )
                 self.rates.append(measure_throughput(client, MIB))
                 pid = self.pid()
                 if pid is not None:
@@ -267,6 +285,7 @@ class Target:
             "protocol": self.protocol,
             "rtt_p50_us": percentile(self.samples, 0.5) if self.samples else None,
             "rtt_p99_us": percentile(self.samples, 0.99) if self.samples else None,
+            "server_cpu_us_per_rtt": statistics.median(self.cpu_per_rtt) if self.cpu_per_rtt else None,
             "mbps": statistics.median(self.rates) if self.rates else None,
             "rss_mb": self.rss[-1][0] if self.rss else None,
             "peak_rss_mb": max(peak for _, peak in self.rss) if self.rss else None,
@@ -411,12 +430,13 @@ def main(argv: list[str] | None = None) -> int:
                 target.session(args)
     results = [target.result() for target in targets]
     results.append({"server": "socat", "protocol": "rfc2217", "error": "not supported"})
-    header = f"{'server':20} {'proto':8} {'rtt p50 µs':>11} {'rtt p99 µs':>11} {'MB/s':>8}"
+    header = f"{'server':20} {'proto':8} {'rtt p50 µs':>11} {'rtt p99 µs':>11} {'cpu µs/rtt':>11} {'MB/s':>8}"
     print(header + f" {'RSS MB':>7} {'peak':>6}")
     for r in results:
         print(
             f"{r['server']:20} {r['protocol']:8} {fmt(r.get('rtt_p50_us'), '11.0f')} "
-            f"{fmt(r.get('rtt_p99_us'), '11.0f')} {fmt(r.get('mbps'), '8.2f')} "
+            f"{fmt(r.get('rtt_p99_us'), '11.0f')} {fmt(r.get('server_cpu_us_per_rtt'), '11.1f')} "
+            f"{fmt(r.get('mbps'), '8.2f')} "
             f"{fmt(r.get('rss_mb'), '7.1f')} {fmt(r.get('peak_rss_mb'), '6.1f')}"
             + (f"  ({r['error']})" if r.get("error") else "")
         )

@@ -46,6 +46,15 @@ def subneg(*payload: int) -> bytes:
     return bytes([IAC, SB, COM_PORT_OPTION, *payload, IAC, SE])
 
 
+def ready_server() -> Rfc2217Server:
+    """A server whose client has agreed to COM-PORT-OPTION (its first modem-state report is out)."""
+    server = Rfc2217Server(signature="x")
+    server.greeting()
+    events, _ = server.receive(bytes([IAC, WILL, COM_PORT_OPTION]))
+    assert events == [ModemStatePoll()]
+    return server
+
+
 def test_server_greets_with_binary_sga_and_com_port() -> None:
     greeting = Rfc2217Server(signature="x").greeting()
     assert bytes([IAC, WILL, BINARY]) in greeting
@@ -77,8 +86,16 @@ def test_pyserial_open_sequence_is_accepted() -> None:
 def test_baud_rate_with_0xff_byte_is_escaped_and_decoded() -> None:
     message = com_port_message(Cmd.SET_BAUDRATE, 0x0001FFFF)
     assert b"\xff\xff" in message
-    events, _ = Rfc2217Server(signature="x").receive(message)
+    events, _ = ready_server().receive(message)
     assert events == [PortRequest(Cmd.SET_BAUDRATE, 0x0001FFFF)]
+
+
+def test_first_modem_state_also_when_negotiation_crossed_on_the_wire() -> None:
+    """pyserial never answers our WILL/DO if its own request crossed ours: its first command counts."""
+    server = Rfc2217Server(signature="x")
+    server.greeting()
+    events, _ = server.receive(subneg(1, 0, 0, 0x25, 0x80) + subneg(2, 8))
+    assert events == [ModemStatePoll(), PortRequest(Cmd.SET_BAUDRATE, 9600), PortRequest(Cmd.SET_DATASIZE, 8)]
 
 
 def test_server_replies_carry_the_value_in_effect() -> None:
@@ -102,7 +119,7 @@ def test_signature_masks_flow_control_break_and_polls() -> None:
 
 
 def test_bad_com_port_messages_are_errors_not_requests() -> None:
-    server = Rfc2217Server(signature="x")
+    server = ready_server()
     for bad in (subneg(1, 0, 0), subneg(2), subneg(3, 1, 2), subneg(99, 1)):
         events, _ = server.receive(bad)
         assert len(events) == 1 and isinstance(events[0], ProtocolError), bad
@@ -111,7 +128,7 @@ def test_bad_com_port_messages_are_errors_not_requests() -> None:
 
 
 def test_data_is_separated_from_commands() -> None:
-    server = Rfc2217Server(signature="x")
+    server = ready_server()
     events, _ = server.receive(b"ab\xff\xffc" + subneg(2, 7) + b"d")
     assert events == [Data(b"ab\xffc"), PortRequest(Cmd.SET_DATASIZE, 7), Data(b"d")]
     assert server.encode(b"\xff") == b"\xff\xff"

