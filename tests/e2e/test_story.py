@@ -8,13 +8,10 @@ reaches the device; the adapter is unplugged (gateway gone, Available=False) and
 node-b; the gateway follows and the consumer's open tty carries on without a restart.
 """
 
-import asyncio
 import json
 import os
-import select
 import termios
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -23,6 +20,7 @@ from kubeserial_common import constants as c
 from kubeserial_common.conditions import condition_status
 from kubeserial_testing.controlplane import ControlPlane
 from kubeserial_testing.stack import LocalStack, wait_async
+from kubeserial_testing.ttyio import baud, exchange, make_raw
 from kubeserial_testing.umockdev import UsbAdapter
 
 pytestmark = pytest.mark.umockdev
@@ -34,77 +32,9 @@ APPS = "apps"
 ADAPTER = UsbAdapter(serial=f"E2E{SUFFIX.upper()}")
 
 
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    own = ControlPlane(tmp_path_factory.mktemp("e2e-plane")).start()
-    try:
-        for node in ("node-a", "node-b"):
-            own.register_node(node)
-        yield own
-    finally:
-        own.stop()
-
-
-@pytest.fixture(scope="module")
-async def stack(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalStack]:
-    local = LocalStack(plane, tmp_path_factory.mktemp("e2e-stack"))
-    try:
-        await local.start()
-        yield local
-    finally:
-        await local.stop()
-
-
 def get(plane: ControlPlane, *args: str) -> dict[str, Any]:
     out = plane.kubectl("get", *args, "-o", "json", check=False)
     return json.loads(out.stdout) if out.returncode == 0 else {}  # type: ignore[no-any-return]
-
-
-def device_state(plane: ControlPlane) -> tuple[str | None, str | None]:
-    device = get(plane, "serialdevice", DEVICE)
-    return condition_status(device, c.AVAILABLE), device.get("status", {}).get("nodeName")
-
-
-def gateway_pod(plane: ControlPlane, node: str) -> dict[str, Any] | None:
-    """The device's running gateway pod on `node` (an old one elsewhere may still be going away)."""
-    selector = f"app.kubernetes.io/name=kubeserial-gateway,{c.DEVICE_LABEL}={DEVICE}"
-    pods = get(plane, "pods", "-n", "kubeserial", "-l", selector).get("items", [])
-    running = [
-        p for p in pods if p.get("status", {}).get("phase") == "Running" and p["spec"].get("nodeName") == node
-    ]
-    return running[0] if running else None
-
-
-def read_exactly(fd: int, size: int, *, within: float = 10.0) -> bytes:
-    data = b""
-    while len(data) < size:
-        ready, _, _ = select.select([fd], [], [], within)
-        if not ready:
-            break
-        data += os.read(fd, size - len(data))
-    return data
-
-
-def baud(fd: int) -> int:
-    return int(termios.tcgetattr(fd)[4])
-
-
-def make_raw(fd: int, speed: int) -> None:
-    attrs = termios.tcgetattr(fd)
-    attrs[0] = attrs[1] = attrs[3] = 0  # no input/output processing, no echo, no canonical mode
-    attrs[2] = termios.CS8 | termios.CREAD | termios.CLOCAL
-    attrs[4] = attrs[5] = speed
-    termios.tcsetattr(fd, termios.TCSANOW, attrs)
-
-
-async def exchange(app_fd: int, device_fd: int, label: bytes) -> None:
-    """Bytes both ways, all 256 values included, through bridge, gateway and the device's pty."""
-    to_device = label + bytes(range(256))
-    os.write(app_fd, to_device)
-    assert await asyncio.to_thread(read_exactly, device_fd, len(to_device)) == to_device
-    to_app = b"reply:" + label + bytes(range(255, -1, -1))
-    os.write(device_fd, to_app)
-    assert await asyncio.to_thread(read_exactly, app_fd, len(to_app)) == to_app
 
 
 async def test_device_follows_its_adapter_and_the_consumer_follows_the_device(stack: LocalStack) -> None:
@@ -126,13 +56,13 @@ async def test_device_follows_its_adapter_and_the_consumer_follows_the_device(st
         within=30,
         message="the controller to create a Ready SerialDevice",
     )
-    assert device_state(plane)[0] != "True"
+    assert stack.device_state(DEVICE)[0] != "True"
 
     # Plug into node-a.
     stack.usb["node-a"].plug(ADAPTER)
     device_a = stack.usb["node-a"].device_side(ADAPTER)
     await wait_async(
-        lambda: device_state(plane) == ("True", "node-a"), within=30, message="Available on node-a"
+        lambda: stack.device_state(DEVICE) == ("True", "node-a"), within=30, message="Available on node-a"
     )
     table = plane.kubectl("get", "serialdevice", DEVICE).stdout.splitlines()
     assert table[0].split() == ["NAME", "READY", "AVAILABLE", "NODE"]
@@ -150,7 +80,7 @@ async def test_device_follows_its_adapter_and_the_consumer_follows_the_device(st
     terms = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms[0]["matchFields"][0]["values"] == ["node-a"] or terms[0].get("matchExpressions")
     await wait_async(
-        lambda: gateway_pod(plane, "node-a"), within=30, message="the gateway pod running on node-a"
+        lambda: stack.gateway_pod(DEVICE, "node-a"), within=30, message="the gateway pod running on node-a"
     )
 
     # An annotated consumer pod is injected by the webhook.
@@ -182,21 +112,25 @@ async def test_device_follows_its_adapter_and_the_consumer_follows_the_device(st
 
         # Unplug: Available=False, the gateway goes away.
         stack.usb["node-a"].unplug(ADAPTER)
-        await wait_async(lambda: device_state(plane)[0] == "False", within=30, message="Available=False")
+        await wait_async(
+            lambda: stack.device_state(DEVICE)[0] == "False", within=30, message="Available=False"
+        )
         await wait_async(
             lambda: not get(plane, "deployment", f"{DEVICE}-gateway", "-n", "kubeserial"),
             within=30,
             message="the gateway Deployment removed",
         )
-        assert device_state(plane)[1] in (None, "")
+        assert stack.device_state(DEVICE)[1] in (None, "")
 
         # Plug into node-b: the gateway follows, the consumer's tty (still open) works again.
         stack.usb["node-b"].plug(ADAPTER)
         device_b = stack.usb["node-b"].device_side(ADAPTER)
         await wait_async(
-            lambda: device_state(plane) == ("True", "node-b"), within=30, message="Available on node-b"
+            lambda: stack.device_state(DEVICE) == ("True", "node-b"), within=30, message="Available on node-b"
         )
-        await wait_async(lambda: gateway_pod(plane, "node-b"), within=30, message="the gateway on node-b")
+        await wait_async(
+            lambda: stack.gateway_pod(DEVICE, "node-b"), within=30, message="the gateway on node-b"
+        )
         await wait_async(
             lambda: baud(device_b) == termios.B57600,
             within=30,
@@ -212,9 +146,9 @@ async def test_device_follows_its_adapter_and_the_consumer_follows_the_device(st
 async def test_a_lost_node_releases_its_device(stack: LocalStack) -> None:
     """node-b's monitor dies (its Lease expires): the device is NodeLost and its gateway removed."""
     plane = stack.plane
-    assert device_state(plane) == ("True", "node-b")
+    assert stack.device_state(DEVICE) == ("True", "node-b")
     stack.stop_monitor("node-b")
-    await wait_async(lambda: device_state(plane)[0] == "Unknown", within=60, message="NodeLost")
+    await wait_async(lambda: stack.device_state(DEVICE)[0] == "Unknown", within=60, message="NodeLost")
     condition = next(
         cond
         for cond in get(plane, "serialdevice", DEVICE)["status"]["conditions"]
@@ -229,5 +163,5 @@ async def test_a_lost_node_releases_its_device(stack: LocalStack) -> None:
     # The node comes back: its monitor claims the still-plugged adapter again.
     stack.start_monitor("node-b")
     await wait_async(
-        lambda: device_state(plane) == ("True", "node-b"), within=60, message="reclaimed on node-b"
+        lambda: stack.device_state(DEVICE) == ("True", "node-b"), within=60, message="reclaimed on node-b"
     )

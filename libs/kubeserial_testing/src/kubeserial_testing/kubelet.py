@@ -78,6 +78,8 @@ class SimulatedKubelet:
     processes: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _launches: dict[str, list[tuple[dict[str, Any], dict[str, Any], Launch]]] = field(default_factory=dict)
+    restarts: int = 0
     _informer: Informer | None = None
 
     async def start(self) -> None:
@@ -107,9 +109,12 @@ class SimulatedKubelet:
         informer_task = asyncio.create_task(self._informer.run())
         try:
             while True:
-                await self._changed.wait()
+                # Wake on pod changes, and twice a second to restart exited containers.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout=0.5)
                 self._changed.clear()
                 await self._sync(core)
+                self._restart_exited()
         finally:
             informer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -124,6 +129,7 @@ class SimulatedKubelet:
         }
         for uid in list(self.processes):
             if uid not in wanted:
+                self._launches.pop(uid, None)
                 for proc in self.processes.pop(uid):
                     await asyncio.to_thread(stop_process, proc)
                 log.info("stopped pod", node=self.node, uid=uid)
@@ -149,7 +155,23 @@ class SimulatedKubelet:
             if not runnable:
                 continue
             self.processes[uid] = [self._spawn(pod, c, launch) for c, launch in runnable]
+            self._launches[uid] = [(pod, c, launch) for c, launch in runnable]
             await self._report_running(core, pod, [c["name"] for c, _ in runnable])
+
+    def _restart_exited(self) -> None:
+        """restartPolicy Always, as a kubelet does for Deployment pods and native sidecars."""
+        for uid, procs in self.processes.items():
+            for index, proc in enumerate(procs):
+                if proc.poll() is not None:
+                    pod, container, launch = self._launches[uid][index]
+                    log.info(
+                        "restarting container",
+                        node=self.node,
+                        container=container["name"],
+                        code=proc.returncode,
+                    )
+                    procs[index] = self._spawn(pod, container, launch)
+                    self.restarts += 1
 
     def _spawn(
         self, pod: dict[str, Any], container: dict[str, Any], launch: Launch

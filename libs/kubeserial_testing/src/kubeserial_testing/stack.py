@@ -25,9 +25,12 @@ from urllib.parse import urlsplit
 import yaml
 from kubernetes_asyncio import client
 
+from kubeserial_common import constants as c
+from kubeserial_common.conditions import condition_status
 from kubeserial_common.kube import api_client
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
 from kubeserial_testing.kubelet import Launch, SimulatedKubelet
+from kubeserial_testing.objects import get_object
 from kubeserial_testing.services import stop_process, wait_for
 from kubeserial_testing.umockdev import SimulatedUsb
 
@@ -111,6 +114,9 @@ class LocalStack:
     injector_port: int = field(default_factory=free_port)
     gateway_kubeconfig: Path = Path()
     api: client.ApiClient | None = None
+    restarts: dict[str, int] = field(default_factory=dict)
+    _commands: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
+    _supervisor: asyncio.Task[None] | None = None
     _api_context: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -153,9 +159,23 @@ class LocalStack:
         for name in self.processes:
             self.wait_healthy(name)
         self.wait_webhook_ca_bundle()
+        self._supervisor = asyncio.create_task(self._supervise())
         return self
 
+    async def _supervise(self) -> None:
+        """Restart services that exit, as the kubelet does for their pods (restartPolicy Always):
+        the controller, for one, exits on purpose when it loses its leader Lease."""
+        while True:
+            await asyncio.sleep(0.5)
+            for name, proc in list(self.processes.items()):
+                if proc.poll() is not None:
+                    argv, env = self._commands[name]
+                    self.restarts[name] = self.restarts.get(name, 0) + 1
+                    self.processes[name] = self._spawn(name, argv, env)
+
     async def stop(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
         for kubelet in self.kubelets.values():
             await kubelet.stop()
         for proc in self.processes.values():
@@ -184,6 +204,7 @@ class LocalStack:
         argv = [sys.executable, "-m", module, "--namespace", NAMESPACE, "--health-host", "127.0.0.1"]
         argv += ["--health-port", str(port), "--log-format", "json", *args]
         full_env = {"KUBECONFIG": str(self._kubeconfig(component or name)), **(env or {})}
+        self._commands[name] = (argv, full_env)
         self.processes[name] = self._spawn(name, argv, full_env)
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -276,6 +297,36 @@ class LocalStack:
             return None
 
         return launch
+
+    # -- what a user would look at -----------------------------------------------------------------
+
+    def device_state(self, device: str) -> tuple[str | None, str | None]:
+        """(status of Available, status.nodeName) of a SerialDevice."""
+        obj = get_object(self.plane, "serialdevice", device) or {}
+        return condition_status(obj, c.AVAILABLE), (obj.get("status") or {}).get("nodeName")
+
+    def gateway_pods(self, device: str, node: str) -> list[dict[str, Any]]:
+        """The device's running gateway pods on `node` that are not being deleted."""
+        selector = f"app.kubernetes.io/name=kubeserial-gateway,{c.DEVICE_LABEL}={device}"
+        out = self.plane.kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json").stdout
+        return [
+            pod
+            for pod in json.loads(out)["items"]
+            if pod.get("status", {}).get("phase") == "Running"
+            and pod["spec"].get("nodeName") == node
+            and not pod["metadata"].get("deletionTimestamp")
+        ]
+
+    def gateway_pod(self, device: str, node: str) -> dict[str, Any] | None:
+        pods = self.gateway_pods(device, node)
+        return pods[0] if pods else None
+
+    def gateway_process(self, device: str, node: str) -> subprocess.Popen[bytes]:
+        running = self.kubelets[node].processes
+        uids = [pod["metadata"]["uid"] for pod in self.gateway_pods(device, node)]
+        found = [running[uid][0] for uid in uids if uid in running]
+        assert len(found) == 1, f"expected one gateway process for {device} on {node}, found {len(found)}"
+        return found[0]
 
     def link_path(self, pod: str, device: str) -> Path:
         """Where the stand-in kubelet put the tty link of `pod`'s bridge for `device`."""

@@ -1,0 +1,29 @@
+"""Each e2e module gets its own control plane (faults restart its apiserver) and KubeSerial stack."""
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from kubeserial_testing.controlplane import ControlPlane
+from kubeserial_testing.stack import LocalStack
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    own = ControlPlane(tmp_path_factory.mktemp("e2e-plane")).start()
+    try:
+        for node in ("node-a", "node-b"):
+            own.register_node(node)
+        yield own
+    finally:
+        own.stop()
+
+
+@pytest.fixture(scope="module")
+async def stack(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalStack]:
+    local = LocalStack(plane, tmp_path_factory.mktemp("e2e-stack"))
+    try:
+        await local.start()
+        yield local
+    finally:
+        await local.stop()
