@@ -11,7 +11,7 @@ done
 CLUSTER=kubeserial-e2e
 kind get clusters | grep -qx "$CLUSTER" || kind create cluster --config tests/e2e/kind/kind-config.yaml
 export KUBECONFIG="$(mktemp)"; kind get kubeconfig --name "$CLUSTER" > "$KUBECONFIG"
-./hack/images/build.sh
+KUBESERIAL_DOCKER_HOST="${DOCKER_HOST:-unix:///var/run/docker.sock}" ./hack/images/build.sh  # into the engine kind uses
 for svc in controller monitor gateway injector; do
   docker tag "kubeserial/$svc:latest" "kubeserial/$svc:e2e"
   kind load docker-image --name "$CLUSTER" "kubeserial/$svc:e2e"

@@ -21,11 +21,11 @@ from kubeserial_testing.docker import (
     Docker,
     build_images,
     engine_for_tests,
-    read_exactly,
     running_container,
     wait_healthy,
 )
 from kubeserial_testing.services import apply_rbac, wait_for
+from kubeserial_testing.ttyio import read_exactly
 
 # Setup of the first test may build the images from cold (a few minutes); warm it takes seconds.
 pytestmark = [pytest.mark.docker, pytest.mark.controlplane, pytest.mark.timeout(1500)]

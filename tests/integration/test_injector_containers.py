@@ -33,12 +33,12 @@ from kubeserial_testing.docker import (
     Docker,
     build_images,
     engine_for_tests,
-    read_exactly,
     running_container,
     unique_name,
     wait_healthy,
 )
 from kubeserial_testing.services import wait_for
+from kubeserial_testing.ttyio import read_exactly
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1500)]
 DEVICE = "printer"

@@ -5,8 +5,6 @@ none) and reach the test control plane on loopback. Nothing is pulled: hack/imag
 the base images locally and builds the service images offline.
 """
 
-import os
-import select
 import subprocess
 import time
 import uuid
@@ -160,15 +158,3 @@ def wait_healthy(docker: Docker, name: str, port: int, path: str, *, timeout: fl
         f"{path} on port {port} answered {status or 'nothing'} (running: {container_running(docker, name)})\n"
         f"{logs.stdout}{logs.stderr}"
     )
-
-
-def read_exactly(fd: int, count: int, *, timeout: float = 10.0) -> bytes:
-    """count bytes from a file descriptor (a pty master the test plays the device on)."""
-    data = b""
-    deadline = time.monotonic() + timeout
-    while len(data) < count:
-        readable, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
-        if not readable:
-            raise AssertionError(f"read {data!r}, wanted {count} bytes within {timeout}s")
-        data += os.read(fd, count - len(data))
-    return data
