@@ -138,7 +138,7 @@ async def measure(plane: ControlPlane, usb: SimulatedUsb, *, cycles: int, work: 
     unplug: list[float] = []
     with service_process(
         "kubeserial_monitor", args, kubeconfig=kubeconfig, log_path=work / "monitor.log", env=usb.env
-    ):
+    ) as proc:
         wait_for(lambda: is_ready(port), timeout=30, message="monitor ready")
         async with api_client(str(plane.kubeconfig)) as api:
             watcher = AvailabilityWatch(api, name)
@@ -156,6 +156,7 @@ async def measure(plane: ControlPlane, usb: SimulatedUsb, *, cycles: int, work: 
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         internal = scrape(port)
+        peak_rss_mib = peak_rss_kib(proc.pid) / 1024
         (RESULTS.parent / "monitor.log").write_bytes((work / "monitor.log").read_bytes())
     plane.kubectl("delete", "serialdevice", name, "--wait=false")
     return {
@@ -174,7 +175,16 @@ async def measure(plane: ControlPlane, usb: SimulatedUsb, *, cycles: int, work: 
             "p99_bucket_le_s": histogram_quantile(internal, 0.99),
         },
         "claims": {k: v for k, v in internal.items() if k.startswith("kubeserial_monitor_claims_total")},
+        "monitor_peak_rss_mib": round(peak_rss_mib, 1),
     }
+
+
+def peak_rss_kib(pid: int) -> int:
+    """VmHWM: the most resident memory the process has had."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 def main() -> int:

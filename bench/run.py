@@ -1,0 +1,293 @@
+"""Run every benchmark and print one table (and write bench/results/summary.json).
+
+    .venv/bin/python bench/run.py [--only monitor,gateway,...] [--skip-run]
+
+Each figure sits beside its reference measured in the same run where one exists (socat and
+ser2net for the gateway) and beside the target from the component's issue. Benchmarks report;
+they never fail a build. --skip-run rebuilds the table from the latest results on disk.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+
+# name -> (script arguments, result file or glob)
+BENCHMARKS: dict[str, tuple[list[str], str]] = {
+    "monitor": (["--cycles", "60"], "monitor.json"),
+    "gateway": ([], "gateway-*.json"),
+    "injector": (["--seconds", "10", "--rate", "200", "400"], "injector.json"),
+    "controller": (["--devices", "1000"], "controller.json"),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    component: str
+    metric: str
+    value: float | None
+    unit: str
+    reference: str = ""
+    ratio: float | None = None
+    target: str = ""
+    met: bool | None = None
+
+
+def latest(pattern: str) -> dict[str, Any] | None:
+    files = sorted(RESULTS.glob(pattern), key=lambda p: p.stat().st_mtime)
+    return json.loads(files[-1].read_text()) if files else None
+
+
+def monitor_rows(data: dict[str, Any]) -> list[Row]:
+    plug = data["plug_to_available_true"]
+    return [
+        Row(
+            "monitor",
+            f"plug -> Available=True p50 ({data['cycles']} cycles)",
+            plug["p50_ms"],
+            "ms",
+            "Go original polls every 1000 ms",
+            None,
+            "",
+        ),
+        Row(
+            "monitor",
+            "plug -> Available=True p99",
+            plug["p99_ms"],
+            "ms",
+            "extended-resources-updater: 10 s poll",
+            None,
+            "< 200 ms",
+            plug["p99_ms"] < 200,
+        ),
+        Row("monitor", "unplug -> Available=False p99", data["unplug_to_available_false"]["p99_ms"], "ms"),
+        Row("monitor", "peak RSS", data.get("monitor_peak_rss_mib"), "MiB"),
+    ]
+
+
+def gateway_rows(data: dict[str, Any]) -> list[Row]:
+    by = {(r["server"], r["protocol"]): r for r in data["results"] if not r.get("error")}
+    gateway, socat = by.get(("kubeserial-gateway", "raw")), by.get(("socat", "raw"))
+    ser2net_raw, ser2net_rfc = by.get(("ser2net", "raw")), by.get(("ser2net", "rfc2217"))
+    rfc = by.get(("kubeserial-gateway", "rfc2217"))
+    rows: list[Row] = []
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a is not None and b else None
+
+    if gateway and socat:
+        r = ratio(gateway["rtt_p50_us"], socat["rtt_p50_us"])
+        rows.append(
+            Row(
+                "gateway",
+                "raw 1-byte round trip p50",
+                gateway["rtt_p50_us"],
+                "µs",
+                f"socat {socat['rtt_p50_us']:.0f} µs",
+                r,
+                "<= 1.2x socat",
+                r is not None and r <= 1.2,
+            )
+        )
+        rows.append(
+            Row(
+                "gateway",
+                "raw 1-byte round trip p99",
+                gateway["rtt_p99_us"],
+                "µs",
+                f"socat {socat['rtt_p99_us']:.0f} µs",
+                ratio(gateway["rtt_p99_us"], socat["rtt_p99_us"]),
+            )
+        )
+        rows.append(
+            Row(
+                "gateway",
+                "raw 1 MiB throughput",
+                round(gateway["mbps"], 1),
+                "MB/s",
+                f"socat {socat['mbps']:.1f} MB/s",
+                ratio(gateway["mbps"], socat["mbps"]),
+            )
+        )
+    if gateway and ser2net_raw:
+        rows.append(
+            Row(
+                "gateway",
+                "raw round trip p50 vs ser2net",
+                gateway["rtt_p50_us"],
+                "µs",
+                f"ser2net {ser2net_raw['rtt_p50_us']:.0f} µs",
+                ratio(gateway["rtt_p50_us"], ser2net_raw["rtt_p50_us"]),
+            )
+        )
+    if rfc:
+        reference = f"ser2net {ser2net_rfc['rtt_p50_us']:.0f} µs" if ser2net_rfc else ""
+        rows.append(
+            Row(
+                "gateway",
+                "RFC 2217 1-byte round trip p50",
+                rfc["rtt_p50_us"],
+                "µs",
+                reference,
+                ratio(rfc["rtt_p50_us"], ser2net_rfc["rtt_p50_us"]) if ser2net_rfc else None,
+            )
+        )
+        rows.append(
+            Row(
+                "gateway",
+                "RFC 2217 1-byte round trip p99",
+                rfc["rtt_p99_us"],
+                "µs",
+                f"ser2net {ser2net_rfc['rtt_p99_us']:.0f} µs" if ser2net_rfc else "",
+            )
+        )
+        rows.append(
+            Row(
+                "gateway",
+                "RFC 2217 1 MiB throughput",
+                round(rfc["mbps"], 1),
+                "MB/s",
+                f"ser2net {ser2net_rfc['mbps']:.1f} MB/s; pyserial server 0.18" if ser2net_rfc else "",
+                ratio(rfc["mbps"], ser2net_rfc["mbps"]) if ser2net_rfc else None,
+                ">= 2 MB/s",
+                rfc["mbps"] >= 2,
+            )
+        )
+    if gateway:
+        refs = ", ".join(
+            f"{n} {by[(n, 'raw')]['peak_rss_mb']:.1f}" for n in ("socat", "ser2net") if (n, "raw") in by
+        )
+        rows.append(
+            Row(
+                "gateway",
+                "peak RSS",
+                round(gateway["peak_rss_mb"], 1),
+                "MB",
+                refs,
+                None,
+                "<= 40 MB",
+                gateway["peak_rss_mb"] <= 40,
+            )
+        )
+    return rows
+
+
+def injector_rows(data: dict[str, Any]) -> list[Row]:
+    rows = []
+    for run in data["runs"]:
+        label = f"admission ({run['mode']}) at {run['target_rps']:.0f}/s"
+        rows.append(Row("injector", f"{label} p50", run["p50_ms"], "ms"))
+        rows.append(
+            Row(
+                "injector",
+                f"{label} p99",
+                run["p99_ms"],
+                "ms",
+                f"load avg {run['load_average_1m'][0]}",
+                None,
+                "< 10 ms",
+                run["p99_ms"] < 10,
+            )
+        )
+    rows.append(Row("injector", "RSS", round(data["injector_rss_kib"] / 1024, 1), "MiB"))
+    return rows
+
+
+def controller_rows(data: dict[str, Any]) -> list[Row]:
+    return [
+        Row(
+            "controller",
+            f"{data['devices']} devices: create -> all gateways",
+            data["create_start_to_all_gateways_s"],
+            "s",
+        ),
+        Row("controller", "last claim -> all gateways", data["last_claim_to_all_gateways_s"], "s"),
+        Row("controller", "peak RSS", data["controller_peak_rss_mib"], "MiB"),
+    ]
+
+
+EXTRACT: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "monitor": monitor_rows,
+    "gateway": gateway_rows,
+    "injector": injector_rows,
+    "controller": controller_rows,
+}
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def table(rows: list[Row]) -> str:
+    header = ("component", "metric", "value", "unit", "reference (same run)", "ratio", "target", "met")
+    cells = [header] + [
+        (
+            r.component,
+            r.metric,
+            fmt(r.value),
+            r.unit,
+            r.reference,
+            fmt(r.ratio),
+            r.target,
+            "" if r.met is None else ("yes" if r.met else "NO"),
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [
+        "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |" for row in cells
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated benchmarks to run")
+    parser.add_argument("--skip-run", action="store_true", help="only rebuild the table from results on disk")
+    args = parser.parse_args(argv)
+    chosen = [name for name in args.only.split(",") if name]
+    RESULTS.mkdir(exist_ok=True)
+    durations: dict[str, float] = {}
+    for name in chosen if not args.skip_run else []:
+        extra, _ = BENCHMARKS[name]
+        started = time.monotonic()
+        print(f"== bench_{name} {' '.join(extra)}", flush=True)
+        proc = subprocess.run([sys.executable, str(BENCH / f"bench_{name}.py"), *extra], check=False)
+        durations[name] = round(time.monotonic() - started, 1)
+        if proc.returncode != 0:
+            print(f"bench_{name} exited with {proc.returncode}; its row will use older results if any")
+    rows: list[Row] = []
+    for name in chosen:
+        data = latest(BENCHMARKS[name][1])
+        if data is None:
+            print(f"no results for {name}")
+            continue
+        rows += EXTRACT[name](data)
+    print()
+    print(table(rows))
+    summary = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "durations_s": durations,
+        "rows": [asdict(r) for r in rows],
+    }
+    (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2))
+    (RESULTS / "summary.md").write_text(table(rows) + "\n")
+    print(f"\nwrote {RESULTS / 'summary.json'} and summary.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
