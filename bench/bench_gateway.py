@@ -294,19 +294,21 @@ class Target:
 
 
 @contextmanager
-def gateway_targets(workdir: Path, args: argparse.Namespace) -> Iterator[list[Target]]:
+def gateway_targets(
+    workdir: Path, args: argparse.Namespace, *, event_loop: str = "auto", name: str = "kubeserial-gateway"
+) -> Iterator[list[Target]]:
     raw, rfc, health = free_port(), free_port(), free_port()
-    with echo_device(workdir, "gw") as device:
+    with echo_device(workdir, f"gw-{event_loop}") as device:
         cmd = [sys.executable, "-m", "kubeserial_gateway", "serve", "--device", str(device.link)]
         cmd += ["--raw-port", str(raw), "--rfc2217-port", str(rfc), "--health-port", str(health)]
-        cmd += ["--log-format", "json", "--log-level", "error"]
+        cmd += ["--log-format", "json", "--log-level", "error", "--event-loop", event_loop]
         if args.with_status:
             # As deployed: with --device-name the gateway loads its API client too. Nothing answers on
             # this kubeconfig's server, so status writes fail (and retry) off the data path.
-            kubeconfig = workdir / "unreachable.kubeconfig"
+            kubeconfig = workdir / f"unreachable-{event_loop}.kubeconfig"
             kubeconfig.write_text(UNREACHABLE_KUBECONFIG)
             cmd += ["--device-name", "bench", "--kubeconfig", str(kubeconfig)]
-        with running(cmd, log=workdir / "gateway.log") as proc:
+        with running(cmd, log=workdir / f"gateway-{event_loop}.log") as proc:
             wait_port(raw)
             wait_port(health)
             deadline = time.monotonic() + 10
@@ -317,8 +319,8 @@ def gateway_targets(workdir: Path, args: argparse.Namespace) -> Iterator[list[Ta
                 except OSError:
                     time.sleep(0.05)
             yield [
-                Target("kubeserial-gateway", "raw", lambda: RawClient(raw), lambda: proc.pid),
-                Target("kubeserial-gateway", "rfc2217", lambda: TelnetClient(rfc), lambda: proc.pid),
+                Target(name, "raw", lambda: RawClient(raw), lambda: proc.pid),
+                Target(name, "rfc2217", lambda: TelnetClient(rfc), lambda: proc.pid),
             ]
 
 
@@ -348,19 +350,21 @@ def socat_targets(workdir: Path) -> Iterator[list[Target]]:
 @contextmanager
 def ser2net_targets(workdir: Path) -> Iterator[list[Target]]:
     raw, rfc = free_port(), free_port()
-    with echo_device(workdir, "ser2net") as device:
+    # One device per accepter: ser2net closes a device lazily after a session, and the next session
+    # on the other accepter would find it busy.
+    with echo_device(workdir, "ser2net-raw") as raw_device, echo_device(workdir, "ser2net-rfc") as rfc_device:
         config = workdir / "ser2net.yaml"
         config.write_text(
             f"""%YAML 1.1
 ---
 connection: &raw
   accepter: tcp,127.0.0.1,{raw}
-  connector: serialdev,{device.link},115200n81,local
+  connector: serialdev,{raw_device.link},115200n81,local
   options:
     chardelay: false
 connection: &rfc
   accepter: telnet(rfc2217),tcp,127.0.0.1,{rfc}
-  connector: serialdev,{device.link},115200n81,local
+  connector: serialdev,{rfc_device.link},115200n81,local
   options:
     chardelay: false
 """
@@ -368,6 +372,7 @@ connection: &rfc
         cmd = ["ser2net", "-n", "-u", "-c", str(config), "-P", str(workdir / "ser2net.pid")]
         with running(cmd, log=workdir / "ser2net.log") as proc:
             wait_port(raw)
+            wait_port(rfc)
             yield [
                 Target("ser2net", "raw", lambda: RawClient(raw), lambda: proc.pid),
                 Target("ser2net", "rfc2217", lambda: TelnetClient(rfc), lambda: proc.pid),
@@ -415,11 +420,23 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="run the gateway without --device-name (no Kubernetes client loaded)",
     )
+    parser.add_argument(
+        "--compare-asyncio",
+        action="store_true",
+        help="also run a gateway on the plain asyncio loop (the default uses uvloop)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         targets = [
             *stack.enter_context(gateway_targets(workdir, args)),
+            *(
+                stack.enter_context(
+                    gateway_targets(workdir, args, event_loop="asyncio", name="gateway (asyncio loop)")
+                )
+                if args.compare_asyncio
+                else []
+            ),
             *stack.enter_context(socat_targets(workdir)),
             *stack.enter_context(ser2net_targets(workdir)),
             *stack.enter_context(direct_targets(workdir)),

@@ -8,6 +8,7 @@ fd and back, with TCP_NODELAY and no added delay. All protocol decisions live in
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, cast
@@ -93,10 +94,13 @@ class RawConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # The client reads slower than the device talks: stop reading the device (bounded memory).
-        self.gateway.device.pause_reading("client")
+        # Only the current session may: a replaced one can still be flushing its last bytes.
+        if self.gateway.session is self:
+            self.gateway.device.pause_reading("client")
 
     def resume_writing(self) -> None:
-        self.gateway.device.resume_reading("client")
+        if self.gateway.session is self:
+            self.gateway.device.resume_reading("client")
 
     # --- DeviceSink ----------------------------------------------------------------------------
 
@@ -229,8 +233,11 @@ class Gateway:
         self._servers: list[asyncio.Server] = []
         self._stopping = False
 
-    def now(self) -> float:
-        return asyncio.get_running_loop().time()
+    @staticmethod
+    def now() -> float:
+        # Not loop.time(): asyncio.get_running_loop() makes a getpid() syscall, and this runs for
+        # every chunk in both directions.
+        return time.monotonic()
 
     # --- listeners ----------------------------------------------------------------------------
 
