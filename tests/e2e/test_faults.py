@@ -23,7 +23,7 @@ import yaml
 
 from kubeserial_common import constants as c
 from kubeserial_testing.controlplane import free_port
-from kubeserial_testing.objects import condition, get_object
+from kubeserial_testing.objects import apply_object, condition, get_object, kubeserial_for
 from kubeserial_testing.stack import LocalStack, wait_async
 from kubeserial_testing.ttyio import baud, exchange, make_raw
 from kubeserial_testing.umockdev import UsbAdapter
@@ -37,18 +37,7 @@ ADAPTER = UsbAdapter(serial=f"FLT{SUFFIX.upper()}")
 
 @pytest.fixture(scope="module")
 async def plugged(stack: LocalStack) -> LocalStack:
-    kubeserial = {
-        "apiVersion": c.API_VERSION,
-        "kind": "KubeSerial",
-        "metadata": {"name": "faults", "namespace": "kubeserial"},
-        "spec": {
-            "ingress": {"enabled": False},
-            "serialDevices": [
-                {"name": DEVICE, "idVendor": "0403", "idProduct": "6001", "serialNumber": ADAPTER.serial}
-            ],
-        },
-    }
-    stack.plane.kubectl("apply", "-f", "-", input=json.dumps(kubeserial))
+    apply_object(stack.plane, kubeserial_for("faults", {DEVICE: ADAPTER.serial}))
     stack.usb["node-a"].plug(ADAPTER)
     await wait_async(lambda: stack.device_state(DEVICE) == ("True", "node-a"), within=30, message="available")
     await wait_async(stack.ports_for(DEVICE).ready, within=30, message="gateway ready")

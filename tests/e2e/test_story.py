@@ -19,6 +19,7 @@ import pytest
 from kubeserial_common import constants as c
 from kubeserial_common.conditions import condition_status
 from kubeserial_testing.controlplane import ControlPlane
+from kubeserial_testing.objects import apply_object, kubeserial_for
 from kubeserial_testing.stack import LocalStack, wait_async
 from kubeserial_testing.ttyio import baud, exchange, make_raw
 from kubeserial_testing.umockdev import UsbAdapter
@@ -39,18 +40,7 @@ def get(plane: ControlPlane, *args: str) -> dict[str, Any]:
 
 async def test_device_follows_its_adapter_and_the_consumer_follows_the_device(stack: LocalStack) -> None:
     plane = stack.plane
-    kubeserial = {
-        "apiVersion": c.API_VERSION,
-        "kind": "KubeSerial",
-        "metadata": {"name": "home", "namespace": "kubeserial"},
-        "spec": {
-            "ingress": {"enabled": False},
-            "serialDevices": [
-                {"name": DEVICE, "idVendor": "0403", "idProduct": "6001", "serialNumber": ADAPTER.serial}
-            ],
-        },
-    }
-    plane.kubectl("apply", "-f", "-", input=json.dumps(kubeserial))
+    apply_object(plane, kubeserial_for("home", {DEVICE: ADAPTER.serial}))
     await wait_async(
         lambda: condition_status(get(plane, "serialdevice", DEVICE), c.READY) == "True",
         within=30,

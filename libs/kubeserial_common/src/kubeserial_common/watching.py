@@ -7,7 +7,6 @@ lost and re-delivers every object (level-triggered consumers just reconcile agai
 """
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,7 @@ from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubeserial_common.kube import read_json
+from kubeserial_common.tasks import run_together
 
 log = structlog.get_logger(__name__)
 
@@ -110,12 +110,4 @@ class Informer:
 
 
 async def run_informers(*informers: Informer) -> None:
-    tasks = [asyncio.create_task(inf.run(), name=f"informer-{inf.name}") for inf in informers]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    await run_together((inf.run() for inf in informers), name="informer")

@@ -7,7 +7,6 @@
 """
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -15,6 +14,7 @@ from typing import Generic, TypeVar
 import structlog
 
 from kubeserial_common.kube import api_message
+from kubeserial_common.tasks import run_together
 
 log = structlog.get_logger(__name__)
 
@@ -138,13 +138,7 @@ async def run_workers(
             finally:
                 queue.done(key)
 
-    tasks = [asyncio.create_task(worker(), name=f"{name}-worker-{i}") for i in range(workers)]
     try:
-        await asyncio.gather(*tasks)
+        await run_together((worker() for _ in range(workers)), name=f"{name}-worker")
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         queue.close()

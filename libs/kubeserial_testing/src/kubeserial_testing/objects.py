@@ -67,6 +67,22 @@ def serial_device(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
+def kubeserial_for(
+    name: str, adapter_devices: Mapping[str, str], *, namespace: str = NAMESPACE
+) -> dict[str, Any]:
+    """A KubeSerial listing FTDI FT232R devices (0403:6001), each {device name: USB serial}."""
+    entries = [
+        {"name": device, "idVendor": "0403", "idProduct": "6001", "serialNumber": serial}
+        for device, serial in adapter_devices.items()
+    ]
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": "KubeSerial",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"ingress": {"enabled": False}, "serialDevices": entries},
+    }
+
+
 # -- stand-ins for the monitor -------------------------------------------------------------------
 
 
