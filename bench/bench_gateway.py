@@ -294,34 +294,46 @@ class Target:
 
 
 @contextmanager
-def gateway_targets(
-    workdir: Path, args: argparse.Namespace, *, event_loop: str = "auto", name: str = "kubeserial-gateway"
-) -> Iterator[list[Target]]:
+def gateway_process(
+    workdir: Path, args: argparse.Namespace, *, event_loop: str
+) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
+    """A gateway on its own echo device; yields (process, raw port, rfc2217 port) once it is ready."""
     raw, rfc, health = free_port(), free_port(), free_port()
-    with echo_device(workdir, f"gw-{event_loop}") as device:
+    with echo_device(workdir, f"gw-{raw}") as device:
         cmd = [sys.executable, "-m", "kubeserial_gateway", "serve", "--device", str(device.link)]
         cmd += ["--raw-port", str(raw), "--rfc2217-port", str(rfc), "--health-port", str(health)]
         cmd += ["--log-format", "json", "--log-level", "error", "--event-loop", event_loop]
         if args.with_status:
             # As deployed: with --device-name the gateway loads its API client too. Nothing answers on
             # this kubeconfig's server, so status writes fail (and retry) off the data path.
-            kubeconfig = workdir / f"unreachable-{event_loop}.kubeconfig"
+            kubeconfig = workdir / "unreachable.kubeconfig"
             kubeconfig.write_text(UNREACHABLE_KUBECONFIG)
             cmd += ["--device-name", "bench", "--kubeconfig", str(kubeconfig)]
-        with running(cmd, log=workdir / f"gateway-{event_loop}.log") as proc:
-            wait_port(raw)
-            wait_port(health)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            yield [
-                Target(name, "raw", lambda: RawClient(raw), lambda: proc.pid),
-                Target(name, "rfc2217", lambda: TelnetClient(rfc), lambda: proc.pid),
-            ]
+        with running(cmd, log=workdir / f"gateway-{raw}.log") as proc:
+            wait_ready(health)
+            yield proc, raw, rfc
+
+
+def wait_ready(health_port: int, *, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{health_port}/readyz", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"not ready: health port {health_port}")
+
+
+@contextmanager
+def gateway_targets(
+    workdir: Path, args: argparse.Namespace, *, event_loop: str = "auto", name: str = "kubeserial-gateway"
+) -> Iterator[list[Target]]:
+    with gateway_process(workdir, args, event_loop=event_loop) as (proc, raw, rfc):
+        yield [
+            Target(name, "raw", lambda: RawClient(raw), lambda: proc.pid),
+            Target(name, "rfc2217", lambda: TelnetClient(rfc), lambda: proc.pid),
+        ]
 
 
 @contextmanager
@@ -404,6 +416,28 @@ def direct_targets(workdir: Path) -> Iterator[list[Target]]:
         yield [Target("direct tty (floor)", "tty", lambda: DirectTty(device.link), lambda: None)]
 
 
+@contextmanager
+def bridge_targets(workdir: Path, args: argparse.Namespace) -> Iterator[list[Target]]:
+    """TTY mode: the client opens the bridge's pty; the bridge holds the RFC 2217 session to a gateway."""
+    with gateway_process(workdir, args, event_loop="auto") as (_, _, rfc):
+        health = free_port()
+        link = workdir / "bridge-link"
+        cmd = [sys.executable, "-m", "kubeserial_gateway", "bridge", "--url", f"rfc2217://127.0.0.1:{rfc}"]
+        cmd += [
+            "--link",
+            str(link),
+            "--health-port",
+            str(health),
+            "--log-format",
+            "json",
+            "--log-level",
+            "error",
+        ]
+        with running(cmd, log=workdir / "bridge.log") as proc:
+            wait_ready(health)
+            yield [Target("bridge tty>gateway", "tty", lambda: DirectTty(link), lambda: proc.pid)]
+
+
 def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -419,6 +453,12 @@ def main(argv: list[str] | None = None) -> int:
         dest="with_status",
         action="store_false",
         help="run the gateway without --device-name (no Kubernetes client loaded)",
+    )
+    parser.add_argument(
+        "--without-bridge",
+        dest="with_bridge",
+        action="store_false",
+        help="skip TTY mode (an app on the bridge's pty, through a second gateway)",
     )
     parser.add_argument(
         "--compare-asyncio",
@@ -440,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             *stack.enter_context(socat_targets(workdir)),
             *stack.enter_context(ser2net_targets(workdir)),
             *stack.enter_context(direct_targets(workdir)),
+            *(stack.enter_context(bridge_targets(workdir, args)) if args.with_bridge else []),
         ]
         # Round-robin: background load on this shared machine hits every server alike.
         for _ in range(args.rounds):

@@ -25,6 +25,7 @@ from typing import Any, Final, cast
 
 import structlog
 
+from kubeserial_common.workqueue import Backoff
 from kubeserial_gateway.fdwriter import FdWriter
 from kubeserial_gateway.metrics import BridgeMetrics
 from kubeserial_gateway.rfc2217 import (
@@ -55,18 +56,13 @@ log = structlog.get_logger(__name__)
 
 POLL_SECONDS: Final = 0.05
 LINK_CHECK_SECONDS: Final = 1.0
-BACKOFF_FIRST: Final = 0.1
-BACKOFF_CAP: Final = 2.0
+RECONNECT_BACKOFF: Final = Backoff(base=0.1, cap=2.0)
 CONNECT_TIMEOUT: Final = 10.0
 SHORT_CONNECTION: Final = 1.0  # a connection closed sooner than this (refused: busy) counts as a failure
 READ_SIZE: Final = 65536
 HIGH_WATER: Final = 64 * 1024
 TCGETS2: Final = 0x802C542A  # _IOR('T', 0x2A, struct termios2) on x86, arm, riscv
 TCSETS2: Final = 0x402C542B
-
-
-def reconnect_delay(failures: int) -> float:
-    return float(min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** max(0, failures - 1)))
 
 
 def _hupcl(attrs: list[Any]) -> bool:
@@ -400,7 +396,7 @@ class Bridge:
                     log.warning(
                         "cannot reach the gateway; retrying", host=self.host, port=self.port, error=repr(exc)
                     )
-                await asyncio.sleep(reconnect_delay(failures))
+                await asyncio.sleep(RECONNECT_BACKOFF.delay(failures))
                 continue
             self.metrics.connects.inc()
             if connected_before:
@@ -409,4 +405,4 @@ class Bridge:
             started = loop.time()
             await link.closed
             failures = failures + 1 if loop.time() - started < SHORT_CONNECTION else 0
-            await asyncio.sleep(reconnect_delay(failures) if failures else BACKOFF_FIRST)
+            await asyncio.sleep(RECONNECT_BACKOFF.delay(failures))

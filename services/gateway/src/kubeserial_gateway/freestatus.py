@@ -16,6 +16,7 @@ import structlog
 from kubeserial_common.conditions import ConditionUpdate, condition_status, find_condition
 from kubeserial_common.constants import AVAILABLE, FREE, SERIALDEVICES
 from kubeserial_common.status import StatusObjects, conditions_patch, write_status
+from kubeserial_common.workqueue import Backoff
 from kubeserial_gateway.metrics import GatewayMetrics
 
 log = structlog.get_logger(__name__)
@@ -23,8 +24,7 @@ log = structlog.get_logger(__name__)
 IN_USE: Final = "InUse"
 NO_SESSION: Final = "NoSession"
 DEVICE_UNAVAILABLE: Final = "DeviceUnavailable"  # the monitor's reason; used when our InUse would go stale
-RETRY_FIRST: Final = 0.2
-RETRY_CAP: Final = 30.0
+RETRY_BACKOFF: Final = Backoff(base=0.2, cap=30.0)
 
 
 def free_update(obj: dict[str, Any], *, peer: str | None) -> ConditionUpdate | None:
@@ -86,7 +86,7 @@ class FreeStatusWriter:
                 )
             except Exception as exc:
                 failures += 1
-                delay = min(RETRY_CAP, RETRY_FIRST * 2 ** (failures - 1))
+                delay = RETRY_BACKOFF.delay(failures)
                 self.metrics.status_writes.labels("failed").inc()
                 log.warning(
                     "could not write the Free condition; retrying",

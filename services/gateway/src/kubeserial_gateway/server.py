@@ -15,6 +15,7 @@ from typing import Final, cast
 
 import structlog
 
+from kubeserial_common.workqueue import Backoff
 from kubeserial_gateway.device import DevicePort
 from kubeserial_gateway.metrics import GatewayMetrics
 from kubeserial_gateway.rfc2217 import (
@@ -33,13 +34,8 @@ log = structlog.get_logger(__name__)
 SIGNATURE: Final = "KubeSerial gateway"
 PATH_CHECK_SECONDS: Final = 1.0
 MODEM_POLL_SECONDS: Final = 0.2
-REOPEN_BACKOFF_FIRST: Final = 0.05
-REOPEN_BACKOFF_CAP: Final = 2.0
+REOPEN_BACKOFF: Final = Backoff(base=0.05, cap=2.0)
 PROTOCOL_ERRORS_LOGGED: Final = 5  # per session; the rest are only counted
-
-
-def reopen_delay(failures: int) -> float:
-    return float(min(REOPEN_BACKOFF_CAP, REOPEN_BACKOFF_FIRST * 2 ** max(0, failures - 1)))
 
 
 @dataclass(frozen=True)
@@ -241,7 +237,8 @@ class Gateway:
 
     # --- listeners ----------------------------------------------------------------------------
 
-    async def listen(self, *, host: str, raw_port: int, rfc2217_port: int) -> None:
+    async def listen(self, *, host: str | None, raw_port: int, rfc2217_port: int) -> None:
+        """Listen on `host` (None: every interface, IPv4 and IPv6)."""
         loop = asyncio.get_running_loop()
         self._servers = [
             await loop.create_server(lambda: RawConnection(self), host, raw_port, reuse_address=True),
@@ -323,7 +320,7 @@ class Gateway:
                 failures += 1
                 if failures == 1:
                     log.warning("cannot open the device; retrying", device=self.device.path, error=repr(exc))
-                await asyncio.sleep(reopen_delay(failures))
+                await asyncio.sleep(REOPEN_BACKOFF.delay(failures))
                 continue
             failures = 0
             self.metrics.device_open.set(1)
