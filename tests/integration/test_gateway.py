@@ -76,6 +76,16 @@ def test_help_runs_as_a_module() -> None:
         assert out.returncode == 0 and "usage:" in out.stdout
 
 
+def test_gateway_and_bridge_never_load_the_kubernetes_client() -> None:
+    """kubernetes_asyncio alone costs ~50 MB of RSS; the gateway's budget is 40 MB in all."""
+    code = (
+        "import sys, kubeserial_gateway.__main__, kubeserial_gateway.kubeapi, kubeserial_gateway.freestatus;"
+        "print(sorted(m for m in sys.modules if m.startswith('kubernetes')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]", "a kubeserial_common import now pulls in kubernetes_asyncio"
+
+
 def test_raw_carries_every_byte_value_both_ways(gateway: Gateway, device: PtyDevice) -> None:
     with gateway.raw_client() as client:
         client.sendall(EVERY_BYTE)

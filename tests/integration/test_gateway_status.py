@@ -119,6 +119,8 @@ def test_free_flips_with_the_session_and_a_second_client_is_refused(
     )
     assert (available["status"], available["message"]) == ("True", "claimed by the test")
     assert gw.metric("kubeserial_gateway_status_writes_total", result="failed") == 0
+    # As deployed (API client loaded, sessions served): within the 40 MB budget of the issue.
+    assert gw.rss_kib() < 40 * 1024, f"gateway RSS {gw.rss_kib() / 1024:.1f} MiB"
 
 
 def test_free_is_restored_when_the_gateway_stops_mid_session(

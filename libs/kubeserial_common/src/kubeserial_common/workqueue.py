@@ -13,21 +13,13 @@ from typing import Generic, TypeVar
 
 import structlog
 
+from kubeserial_common.backoff import Backoff as Backoff  # still importable from here, as before
 from kubeserial_common.kube import api_message
 from kubeserial_common.tasks import run_together
 
 log = structlog.get_logger(__name__)
 
 K = TypeVar("K", bound=Hashable)
-
-
-@dataclass(frozen=True)
-class Backoff:
-    base: float = 0.05
-    cap: float = 60.0
-
-    def delay(self, failures: int) -> float:
-        return float(min(self.cap, self.base * (2 ** max(0, failures - 1))))
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Any, Final, cast
 
 import structlog
 
-from kubeserial_common.workqueue import Backoff
+from kubeserial_common.backoff import Backoff
 from kubeserial_gateway.fdwriter import FdWriter
 from kubeserial_gateway.metrics import BridgeMetrics
 from kubeserial_gateway.rfc2217 import (

@@ -13,10 +13,10 @@ from typing import Any, Final
 
 import structlog
 
+from kubeserial_common.backoff import Backoff
 from kubeserial_common.conditions import ConditionUpdate, condition_status, find_condition
 from kubeserial_common.constants import AVAILABLE, FREE, SERIALDEVICES
 from kubeserial_common.status import StatusObjects, conditions_patch, write_status
-from kubeserial_common.workqueue import Backoff
 from kubeserial_gateway.metrics import GatewayMetrics
 
 log = structlog.get_logger(__name__)

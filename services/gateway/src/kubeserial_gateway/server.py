@@ -15,7 +15,7 @@ from typing import Final, cast
 
 import structlog
 
-from kubeserial_common.workqueue import Backoff
+from kubeserial_common.backoff import Backoff
 from kubeserial_gateway.device import DevicePort
 from kubeserial_gateway.metrics import GatewayMetrics
 from kubeserial_gateway.rfc2217 import (
