@@ -134,6 +134,7 @@ class Bridge:
         self.sent: SerialSettings | None = None  # what this connection's gateway got from us
         self.lines_sent: bool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._retrying = False  # in a streak of connections the gateway closed at once: log quietly
 
     @property
     def is_connected(self) -> bool:
@@ -337,7 +338,9 @@ class Bridge:
                 self._request(command, value)
         self.lines_sent = None
         self._sync(hupcl=_hupcl(attrs))
-        log.info("connected to gateway", host=self.host, port=self.port, adopting=not self.app_configured)
+        (log.debug if self._retrying else log.info)(
+            "connected to gateway", host=self.host, port=self.port, adopting=not self.app_configured
+        )
 
     def disconnected(self, exc: Exception | None) -> None:
         if self.transport is None:
@@ -348,7 +351,9 @@ class Bridge:
         self._input_paused.discard("gateway")
         self._input_paused.discard("flow")
         self._update_reader()
-        log.warning("gateway connection lost; the tty stays open", error=None if exc is None else repr(exc))
+        (log.debug if self._retrying else log.warning)(
+            "gateway connection lost; the tty stays open", error=None if exc is None else repr(exc)
+        )
 
     def from_gateway(self, data: bytes) -> None:
         events, reply = self.client.receive(data)
@@ -404,5 +409,12 @@ class Bridge:
             connected_before = True
             started = loop.time()
             await link.closed
-            failures = failures + 1 if loop.time() - started < SHORT_CONNECTION else 0
+            if loop.time() - started < SHORT_CONNECTION:
+                failures += 1
+                if not self._retrying:  # say it once per streak, not every couple of seconds
+                    log.warning("gateway closed the connection at once (another client holds it?); retrying")
+                self._retrying = True
+            else:
+                failures = 0
+                self._retrying = False
             await asyncio.sleep(RECONNECT_BACKOFF.delay(failures))

@@ -36,6 +36,7 @@ PATH_CHECK_SECONDS: Final = 1.0
 MODEM_POLL_SECONDS: Final = 0.2
 REOPEN_BACKOFF: Final = Backoff(base=0.05, cap=2.0)
 PROTOCOL_ERRORS_LOGGED: Final = 5  # per session; the rest are only counted
+REFUSAL_LOG_SECONDS: Final = 10.0
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,8 @@ class Gateway:
         self._lost: asyncio.Event | None = None
         self._servers: list[asyncio.Server] = []
         self._stopping = False
+        self._last_refusal_log = -REFUSAL_LOG_SECONDS
+        self._refusals_unlogged = 0
 
     @staticmethod
     def now() -> float:
@@ -258,12 +261,7 @@ class Gateway:
         )
         if verdict in (Verdict.REFUSE_BUSY, Verdict.REFUSE_NO_DEVICE):
             self.metrics.refusals.labels(verdict.value).inc()
-            log.warning(
-                "connection refused",
-                peer=conn.peer,
-                reason=verdict.value,
-                session=None if current is None else current.peer,
-            )
+            self._log_refusal(conn, verdict, current)
             return False
         if verdict is Verdict.TAKE_OVER and current is not None:
             self.metrics.takeovers.inc()
@@ -278,6 +276,22 @@ class Gateway:
         if self.on_session_change is not None:
             self.on_session_change(conn.peer)
         return True
+
+    def _log_refusal(self, conn: RawConnection, verdict: Verdict, current: RawConnection | None) -> None:
+        """Every refusal is counted; a flood of them is logged once per REFUSAL_LOG_SECONDS."""
+        now = self.now()
+        if now - self._last_refusal_log < REFUSAL_LOG_SECONDS:
+            self._refusals_unlogged += 1
+            return
+        log.warning(
+            "connection refused",
+            peer=conn.peer,
+            reason=verdict.value,
+            session=None if current is None else current.peer,
+            also_refused_since_last_log=self._refusals_unlogged,
+        )
+        self._last_refusal_log = now
+        self._refusals_unlogged = 0
 
     def end_session(self, conn: RawConnection, *, reason: str, notify: bool = True) -> None:
         if self.session is not conn:
