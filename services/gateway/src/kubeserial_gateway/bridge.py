@@ -3,8 +3,11 @@
 The bridge makes a pty, links it at --link, and moves bytes between the pty master and the
 gateway. Every POLL_SECONDS it reads the pty's termios: a change the application made (baud,
 parity, data bits, stop bits, flow control, B0) becomes RFC 2217 requests, and so do opening and
-closing the tty (DTR/RTS, as a real port does). The pty stays open however often the gateway goes
-away: the application keeps its file descriptor while the bridge reconnects with backoff.
+closing the tty (DTR/RTS, as a real port does).
+
+The pty stays open however often the gateway goes away: the application keeps its file
+descriptor while the bridge reconnects with backoff. Meanwhile the bridge does not read the pty,
+so what the application writes is held (by the kernel, bounded) and delivered after the reconnect.
 
 The pty's settings start as the gateway's (queried at the first connection) until the application
 changes them; from then on the application's settings win and are pushed on every reconnect.
@@ -212,7 +215,10 @@ class Bridge:
         return not any(mask & select.POLLHUP for _, mask in poller.poll(0))
 
     def _update_reader(self) -> None:
-        want = self.attached and not self._input_paused and self.master >= 0
+        # No gateway, no reading: what the app writes meanwhile waits in the pty (the kernel bounds
+        # it; a writer that fills it blocks, as behind a port whose CTS is low) and goes out once
+        # the bridge is back, after the app's settings.
+        want = self.attached and self.transport is not None and not self._input_paused and self.master >= 0
         if want == self._reading or self._loop is None:
             return
         self._reading = want
@@ -238,8 +244,7 @@ class Bridge:
                 log.warning("reading the pty failed", error=repr(exc))
             self._set_attached(False)  # EIO: the last process closed the tty
             return
-        if self.transport is None:
-            self.metrics.dropped_disconnected.inc(len(data))
+        if self.transport is None:  # not reached: the reader only runs while connected
             return
         self.metrics.to_gateway.inc(len(data))
         self.transport.write(self.client.encode(data))
@@ -338,6 +343,7 @@ class Bridge:
                 self._request(command, value)
         self.lines_sent = None
         self._sync(hupcl=_hupcl(attrs))
+        self._update_reader()  # after the settings, so held data goes out at the right speed
         (log.debug if self._retrying else log.info)(
             "connected to gateway", host=self.host, port=self.port, adopting=not self.app_configured
         )

@@ -77,14 +77,11 @@ class BridgeMetrics:
         )
         self.to_gateway = data.labels("to_gateway")
         self.from_gateway = data.labels("from_gateway")
-        dropped = Counter(
+        self.dropped_detached = Counter(
             "kubeserial_bridge_dropped_bytes",
-            "Bytes dropped: app_detached (nobody has the tty open) or disconnected (no gateway)",
-            ["reason"],
+            "Bytes from the gateway dropped because no process had the tty open (an unwatched line)",
             registry=registry,
         )
-        self.dropped_detached = dropped.labels("app_detached")
-        self.dropped_disconnected = dropped.labels("disconnected")
         self.connected = Gauge(
             "kubeserial_bridge_connected", "1 while connected to the gateway", registry=registry
         )
