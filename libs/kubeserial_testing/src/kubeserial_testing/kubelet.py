@@ -113,8 +113,11 @@ class SimulatedKubelet:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=0.5)
                 self._changed.clear()
-                await self._sync(core)
-                self._restart_exited()
+                try:
+                    await self._sync(core)
+                    self._restart_exited()
+                except Exception as exc:  # a kubelet keeps going; the next pass repairs it
+                    log.warning("pod sync failed", node=self.node, error=repr(exc))
         finally:
             informer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -135,7 +138,7 @@ class SimulatedKubelet:
                 log.info("stopped pod", node=self.node, uid=uid)
         # A kubelet finishes graceful deletions once the containers are gone; without that step
         # the pod object would stay Terminating forever.
-        for pod in self._informer.cache.values():
+        for pod in list(self._informer.cache.values()):  # a copy: the informer updates it meanwhile
             meta = pod["metadata"]
             if meta.get("deletionTimestamp") and meta["uid"] not in self.processes:
                 try:
