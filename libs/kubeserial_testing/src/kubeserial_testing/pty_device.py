@@ -16,6 +16,8 @@ import tty
 from pathlib import Path
 from typing import Any
 
+from kubeserial_testing.ttyio import read_exactly
+
 SPEEDS = {
     getattr(termios, name): int(name[1:])
     for name in dir(termios)
@@ -74,21 +76,8 @@ class PtyDevice:
             view = view[os.write(self.master, view) :]
 
     def read(self, size: int, *, timeout: float = 10.0) -> bytes:
-        """Exactly `size` bytes the code under test wrote to the device (fewer only on timeout)."""
-        deadline = time.monotonic() + timeout
-        out = bytearray()
-        while len(out) < size:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            readable, _, _ = select.select([self.master], [], [], left)
-            if not readable:
-                break
-            try:
-                out += os.read(self.master, size - len(out))
-            except OSError:  # EIO: nobody has the slave open right now
-                time.sleep(0.01)
-        return bytes(out)
+        """Exactly `size` bytes the code under test wrote to the device (AssertionError otherwise)."""
+        return read_exactly(self.master, size, timeout=timeout)
 
     def drain(self, *, quiet: float = 0.2) -> bytes:
         """Whatever arrives until the line is quiet for `quiet` seconds."""
