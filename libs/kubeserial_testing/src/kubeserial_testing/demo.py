@@ -127,7 +127,12 @@ async def demo(workdir: Path, *, hold: bool) -> None:
         stack.usb["node-b"].plug(adapter)
         await wait_async(lambda: device_on(plane, "node-b"), within=30, message="available on node-b")
         show(plane, "get", "serialdevice")
-        await wait_async(lambda: stack.ports_for(DEVICE).ready(), within=30, message="the gateway on node-b")
+        await wait_async(
+            lambda: stack.gateway_pod(DEVICE, "node-b"), within=30, message="the gateway on node-b"
+        )
+        await wait_async(
+            lambda: len(stack.gateway_pods(DEVICE, "node-a")) == 0, within=30, message="node-a's gone"
+        )
         show(plane, "get", "pods", "-n", "kubeserial", "-o", "wide")
 
         if hold:
