@@ -55,13 +55,9 @@ _CONDITIONS_SCHEMA: dict[str, Any] = {
 }
 
 
-class SerialDeviceSpec(Model):
-    name: str | None = Field(
-        default=None,
-        max_length=DEVICE_NAME_MAX,
-        pattern=DEVICE_NAME,
-        description="Device name; when set it must equal metadata.name (kept for compatibility).",
-    )
+class DeviceMatch(Model):
+    """What identifies a device and how it is served: shared by SerialDevice and KubeSerial entries."""
+
     id_vendor: str = Field(pattern=HEX4, description='USB vendor id, 4 hex digits, e.g. "0403".')
     id_product: str = Field(pattern=HEX4, description='USB product id, 4 hex digits, e.g. "6001".')
     manager: str | None = Field(
@@ -77,6 +73,15 @@ class SerialDeviceSpec(Model):
     )
 
 
+class SerialDeviceSpec(DeviceMatch):
+    name: str | None = Field(
+        default=None,
+        max_length=DEVICE_NAME_MAX,
+        pattern=DEVICE_NAME,
+        description="Device name; when set it must equal metadata.name (kept for compatibility).",
+    )
+
+
 class SerialDeviceStatus(Model):
     conditions: list[Condition] = Field(
         default_factory=list, json_schema_extra=_CONDITIONS_SCHEMA, description="Ready, Available, Free."
@@ -87,17 +92,10 @@ class SerialDeviceStatus(Model):
     )
 
 
-class SerialDeviceEntry(Model):
+class SerialDeviceEntry(DeviceMatch):
     """A device as listed in a KubeSerial: the SerialDevice spec with a required name."""
 
     name: str = Field(max_length=DEVICE_NAME_MAX, pattern=DEVICE_NAME, description="SerialDevice name.")
-    id_vendor: str = Field(pattern=HEX4, description='USB vendor id, 4 hex digits, e.g. "0403".')
-    id_product: str = Field(pattern=HEX4, description='USB product id, 4 hex digits, e.g. "6001".')
-    manager: str | None = Field(
-        default=None, max_length=253, pattern=K8S_NAME, description="Manager to schedule for this device."
-    )
-    serial_number: str | None = Field(default=None, max_length=256, description="USB serial number.")
-    baud_rate: int | None = Field(default=None, ge=50, le=12_000_000, description="Initial baud rate.")
 
     def device_spec(self) -> SerialDeviceSpec:
         return SerialDeviceSpec.model_validate(self.model_dump())
