@@ -22,6 +22,8 @@ async def test_key_added_while_processing_runs_again_after_done_never_concurrent
     overlaps = 0
     calls = 0
 
+    second_done = asyncio.Event()
+
     async def reconcile(key: str) -> None:
         nonlocal overlaps, calls
         calls += 1
@@ -30,12 +32,16 @@ async def test_key_added_while_processing_runs_again_after_done_never_concurrent
         running.add(key)
         if calls == 1:
             queue.add(key)  # arrives mid-flight: must be handled after, not alongside
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # stay in flight while three idle workers could pick the key up
         running.discard(key)
+        if calls == 2:
+            second_done.set()
 
     queue.add("a")
     task = asyncio.create_task(run_workers(queue, reconcile, workers=4))
-    await asyncio.sleep(0.15)
+    await asyncio.wait_for(second_done.wait(), timeout=10)
+    # Once the second run is over nothing is left: the key was queued once, not once per add.
+    assert queue.depth() == 0 and not queue._processing and not queue._dirty
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -47,14 +53,17 @@ async def test_failures_back_off_per_key_and_success_resets() -> None:
     attempts: list[float] = []
     loop = asyncio.get_running_loop()
 
+    succeeded = asyncio.Event()
+
     async def reconcile(key: str) -> None:
         attempts.append(loop.time())
         if len(attempts) < 4:
             raise RuntimeError("boom")
+        succeeded.set()
 
     queue.add("a")
     task = asyncio.create_task(run_workers(queue, reconcile, workers=1))
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(succeeded.wait(), timeout=10)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -73,9 +82,15 @@ def test_backoff_is_capped() -> None:
 async def test_requeue_after_and_returned_delay() -> None:
     queue: WorkQueue[str] = WorkQueue()
     seen: list[str] = []
+    failures_when_requeued: list[int] = []
+    both_again = asyncio.Event()
 
     async def reconcile(key: str) -> float | None:
         seen.append(key)
+        if seen.count(key) == 2:
+            failures_when_requeued.append(queue._failures.get(key, 0))
+        if seen.count("r") == 2 and seen.count("d") == 2:
+            both_again.set()
         if key == "r" and seen.count("r") == 1:
             raise Requeue(0.01)
         if key == "d" and seen.count("d") == 1:
@@ -85,8 +100,9 @@ async def test_requeue_after_and_returned_delay() -> None:
     queue.add("r")
     queue.add("d")
     task = asyncio.create_task(run_workers(queue, reconcile, workers=1))
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(both_again.wait(), timeout=10)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert seen.count("r") == 2 and seen.count("d") == 2
+    assert failures_when_requeued == [0, 0], "a Requeue or a returned delay is not a failure (no backoff)"

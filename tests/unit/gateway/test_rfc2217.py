@@ -203,3 +203,16 @@ def test_every_request_the_client_builds_parses_on_the_server(commands: list[Cmd
     assert not any(isinstance(event, ProtocolError) for event in events)
     parsed = TelnetParser().feed(stream)
     assert all(isinstance(event, Subnegotiation) for event in parsed)
+    # The server reads back exactly what was sent: each port command with its value (32 bits for
+    # the baud rate, one byte otherwise), in order, and the flow-control commands as such.
+    port_commands = {Cmd.SET_BAUDRATE, Cmd.SET_DATASIZE, Cmd.SET_PARITY, Cmd.SET_STOPSIZE}
+    port_commands |= {Cmd.SET_CONTROL, Cmd.PURGE_DATA}
+    assert [e for e in events if isinstance(e, PortRequest)] == [
+        PortRequest(command, value if command == Cmd.SET_BAUDRATE else value & 0xFF)
+        for command in commands
+        if command in port_commands
+    ]
+    flow = {Cmd.FLOWCONTROL_SUSPEND: True, Cmd.FLOWCONTROL_RESUME: False}
+    assert [e for e in events if isinstance(e, OutputFlow)] == [
+        OutputFlow(flow[command]) for command in commands if command in flow
+    ]
