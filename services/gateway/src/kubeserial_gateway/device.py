@@ -61,6 +61,9 @@ _TIOCM_TO_MODEM: Final = (
 )
 # Errors that mean "this tty has no modem lines" (a pty, some USB CDC devices), not "device gone".
 _NO_MODEM_LINES: Final = (errno.ENOTTY, errno.EINVAL)
+# What pyserial raises for a setting the port cannot take. OverflowError: SET-BAUDRATE carries 32
+# bits, the kernel's custom-speed field is a signed int.
+_SETTING_ERRORS: Final = (OSError, ValueError, OverflowError, serial.SerialException, termios.error)
 
 
 class DeviceSink(Protocol):
@@ -246,7 +249,7 @@ class DevicePort:
             return
         try:
             self._configure(self._serial, self.defaults)
-        except (OSError, ValueError, serial.SerialException, termios.error) as exc:
+        except _SETTING_ERRORS as exc:
             log.warning("could not restore the default port settings", error=repr(exc))
         self._set_lines(dtr=True, rts=True)
         self._set_break(False)
@@ -286,10 +289,10 @@ class DevicePort:
             return
         try:
             setattr(port, attribute, value)
-        except (OSError, ValueError, serial.SerialException, termios.error) as exc:
+        except _SETTING_ERRORS as exc:
             log.warning("port setting refused", setting=attribute, value=value, error=repr(exc))
             # pyserial records the new value before applying it: put the old one back.
-            with contextlib.suppress(OSError, ValueError, serial.SerialException, termios.error):
+            with contextlib.suppress(*_SETTING_ERRORS):
                 setattr(port, attribute, old)
 
     def _control(self, port: serial.Serial, value: int) -> int | None:
