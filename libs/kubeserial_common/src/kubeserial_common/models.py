@@ -19,6 +19,10 @@ DEVICE_NAME = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DEVICE_NAME_MAX = 55  # 63 minus len("-gateway")
 K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+# Manager.spec.configPath: an absolute path with no "." or ".." component, whose file name is a
+# valid ConfigMap key (it becomes the key and the subPath). RE2 for CEL: no lookahead, [.] for dots.
+CONFIG_PATH = r"^(/([^./][^/]*|[.][^./][^/]*|[.][.][^/]+))*/[.]?[-_a-zA-Z0-9][-._a-zA-Z0-9]{0,251}$"
+CONFIG_PATH_MAX = 1024
 
 ConditionType = Literal["Ready", "Available", "Free"]
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -130,7 +134,11 @@ class ManagerSpec(Model):
     image: Image = Field(description="Manager application image.")
     run_cmd: str = Field(min_length=1, description="Shell command that starts the manager.")
     config: str | None = Field(default=None, description="Configuration file contents.")
-    config_path: str | None = Field(default=None, description="Where the configuration file is mounted.")
+    config_path: str | None = Field(
+        default=None,
+        max_length=CONFIG_PATH_MAX,
+        description="Where the configuration file is mounted: an absolute file path, e.g. /data/config.yaml.",
+    )
 
 
 class ManagerScheduleRequestSpec(Model):
@@ -225,6 +233,19 @@ class Manager(Resource):
     plural = c.MANAGERS
     namespaced = False
     description = "An application KubeSerial runs for a device that names it (e.g. OctoPrint)."
+    cel_rules = (
+        {
+            "rule": f"!has(self.spec.configPath) || self.spec.configPath.matches('{CONFIG_PATH}')",
+            "message": "spec.configPath must be an absolute file path such as /data/config.yaml, without"
+            " '.' or '..' parts; the file name may use only letters, digits, '-', '_' and '.'",
+            "fieldPath": ".spec.configPath",
+        },
+        {
+            "rule": "!has(self.spec.config) || has(self.spec.configPath)",
+            "message": "spec.config needs spec.configPath: the absolute path the file is mounted at",
+            "fieldPath": ".spec.config",
+        },
+    )
 
     spec: ManagerSpec
 
