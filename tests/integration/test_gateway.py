@@ -65,6 +65,17 @@ def closed_by_peer(sock: socket.socket, *, timeout: float = 10.0) -> bool:
     return False
 
 
+def connection_ended(port: serial.SerialBase) -> bool:
+    """pyserial's RFC 2217 client: reads fail once its reader saw the gateway close the socket.
+
+    Until then a read returns what arrived or b"" (end of stream, or its own timeout)."""
+    try:
+        port.read(1)
+    except serial.SerialException:
+        return True
+    return False
+
+
 def test_help_runs_as_a_module() -> None:
     for args in ([], ["serve"], ["bridge"]):
         out = subprocess.run(
@@ -207,6 +218,7 @@ def test_unplug_mid_session_then_replug(gateway: Gateway, device: PtyDevice) -> 
         assert port.read(5) == b"after"
         # Unplug during an RFC 2217 session too: the client sees the connection end.
         device.unplug()
+        wait_for(lambda: connection_ended(port), timeout=30, message="the RFC 2217 session ended")
         wait_for(lambda: gateway.http_status("/readyz") == 503, message="not ready")
     finally:
         port.close()
