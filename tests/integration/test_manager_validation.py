@@ -56,3 +56,27 @@ def test_good_config_paths_are_accepted(control_plane: ControlPlane, config_path
     code, stderr = apply(control_plane, manager(config="x: 1", configPath=config_path))
     assert code == 0, stderr
     assert apply(control_plane, manager())[0] == 0  # neither field: still fine
+
+
+def kubeserial(domain: str) -> dict[str, object]:
+    return {
+        "apiVersion": "app.kubeserial.com/v1alpha1",
+        "kind": "KubeSerial",
+        "metadata": {"name": f"ks-{uuid.uuid4().hex[:8]}", "namespace": "default"},
+        "spec": {"ingress": {"enabled": True, "domain": domain}, "serialDevices": []},
+    }
+
+
+@pytest.mark.parametrize("domain", ["Example.com", "example.com.", "*.example.com", "my domain"])
+def test_bad_ingress_domain_is_rejected(control_plane: ControlPlane, domain: str) -> None:
+    """The Ingress host <device>.<domain> would be refused on every reconcile, and the request
+    would never be marked fulfilled; refuse the KubeSerial instead, saying why."""
+    code, stderr = apply(control_plane, kubeserial(domain))
+    assert code != 0, f"accepted domain {domain!r}"
+    assert "spec.ingress.domain must be a lowercase DNS name" in stderr, stderr
+
+
+@pytest.mark.parametrize("domain", ["example.com", ".example.com", "lan", ""])
+def test_good_ingress_domains_are_accepted(control_plane: ControlPlane, domain: str) -> None:
+    code, stderr = apply(control_plane, kubeserial(domain))
+    assert code == 0, stderr

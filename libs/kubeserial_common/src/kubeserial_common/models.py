@@ -23,6 +23,8 @@ REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 # valid ConfigMap key (it becomes the key and the subPath). RE2 for CEL: no lookahead, [.] for dots.
 CONFIG_PATH = r"^(/([^./][^/]*|[.][^./][^/]*|[.][.][^/]+))*/[.]?[-_a-zA-Z0-9][-._a-zA-Z0-9]{0,251}$"
 CONFIG_PATH_MAX = 1024
+# KubeSerial.spec.ingress.domain: Ingress hosts are <device>.<domain> (a leading dot is dropped).
+INGRESS_DOMAIN = r"^[.]?[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 ConditionType = Literal["Ready", "Available", "Free"]
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -223,6 +225,15 @@ class KubeSerial(Resource):
     namespaced = True
     short_names = ("ks",)
     description = "A set of serial devices to manage, with shared settings."
+    cel_rules = (
+        {
+            "rule": "!has(self.spec.ingress.domain) || size(self.spec.ingress.domain) == 0"
+            f" || self.spec.ingress.domain.matches('{INGRESS_DOMAIN}')",
+            "message": "spec.ingress.domain must be a lowercase DNS name such as example.com, without a"
+            " trailing dot; managers are served at <device>.<domain>",
+            "fieldPath": ".spec.ingress.domain",
+        },
+    )
 
     spec: KubeSerialSpec
     status: KubeSerialStatus = Field(default_factory=KubeSerialStatus)
