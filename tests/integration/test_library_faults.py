@@ -3,8 +3,10 @@
 apiserver restarts mid-watch, conflicting status writes, leader failover."""
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from kubernetes_asyncio import client
 from kubeserial_common import constants as c
 from kubeserial_common.conditions import ConditionUpdate
 from kubeserial_common.kube import CustomObjects, api_client
-from kubeserial_common.leases import LeaseHolder
+from kubeserial_common.leases import LeaseHolder, parse_time
 from kubeserial_common.status import conditions_patch, write_status
 from kubeserial_common.watching import Informer, object_key
 from kubeserial_testing.controlplane import ControlPlane, free_port
@@ -171,9 +173,19 @@ async def test_leader_fails_over_after_lease_duration(plane: ControlPlane, api: 
     await asyncio.sleep(1.0)
     assert first.held and not second.held, "only one holder at a time"
     first_task.cancel()  # the leader dies without releasing
+    with contextlib.suppress(asyncio.CancelledError):
+        await first_task
+    abandoned = json.loads(
+        plane.kubectl("get", "lease", "failover", "-n", "kubeserial", "-o", "json").stdout
+    )["spec"]
+    assert abandoned["holderIdentity"] == "one"
     await eventually(lambda: second.held, within=10)
     lease = json.loads(plane.kubectl("get", "lease", "failover", "-n", "kubeserial", "-o", "json").stdout)
     assert lease["spec"]["holderIdentity"] == "two" and lease["spec"]["leaseTransitions"] == 1
+    # Taken over only once the abandoned Lease had expired, never while it was still valid.
+    assert parse_time(lease["spec"]["acquireTime"]) > parse_time(abandoned["renewTime"]) + timedelta(
+        seconds=abandoned["leaseDurationSeconds"]
+    )
     second_task.cancel()
 
 
