@@ -6,6 +6,7 @@ manager pods, the kubelet (pod status), and watch the cluster follow.
 """
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -450,3 +451,46 @@ def test_health_and_metrics(controller: RunningService, control_plane: ControlPl
         message="devices by state",
     )
     control_plane.kubectl("delete", "serialdevice", name)
+
+
+def test_a_refused_write_is_explained_by_a_warning_event(
+    controller: RunningService, control_plane: ControlPlane, live_node: str
+) -> None:
+    """A Manager whose config is too big for a ConfigMap: the apiserver refuses the ConfigMap on
+    every retry; the user sees why on the request, once, instead of only in the controller's log."""
+    name, manager = unique("bigcfg"), unique("bigmgr")
+    manager_obj = seed_manager(manager)
+    manager_obj["spec"]["config"] = "x" * (1024 * 1024 + 1)  # a ConfigMap holds at most 1 MiB
+    # create, not apply: apply would copy the whole object into an annotation (256 KiB at most)
+    control_plane.kubectl("create", "-f", "-", input=json.dumps(manager_obj))
+    entries = [{"name": name, "idVendor": "0403", "idProduct": "6001", "manager": manager}]
+    apply_object(control_plane, kubeserial_object(unique("big"), entries))
+    wait_exists(control_plane, "serialdevice", name)
+    write_monitor_status(control_plane, name, node=live_node, available=True)
+    request_name = manager_request_name(name, manager)
+    wait_exists(control_plane, "msr", request_name)
+
+    def failures() -> list[str]:
+        listed = json.loads(
+            control_plane.kubectl(
+                "get",
+                "events",
+                "-n",
+                "default",
+                "--field-selector",
+                f"involvedObject.name={request_name}",
+                "-o",
+                "json",
+            ).stdout
+        )
+        return [
+            e["message"]
+            for e in listed["items"]
+            if e["reason"] == "ReconcileFailed" and e["type"] == "Warning"
+        ]
+
+    found = wait_for(failures, timeout=30, message="a ReconcileFailed Warning Event on the request")
+    assert isinstance(found, list) and "1048576" in found[0], found
+    time.sleep(2)  # the queue retries with backoff meanwhile; the same failure stays one Event
+    assert len(failures()) == 1
+    assert fulfilled(control_plane, request_name) is not True

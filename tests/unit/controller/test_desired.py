@@ -149,6 +149,7 @@ def test_manager_objects_mount_the_config_and_connect_the_device() -> None:
     assert bridge["image"] == IMAGES.gateway and bridge["restartPolicy"] == "Always"
     assert "rfc2217://ender3-gateway.kubeserial.svc:2217" in bridge["args"]
     assert pod["shareProcessNamespace"] is True
+    assert pod["automountServiceAccountToken"] is False, "the manager app gets no API token"
     assert any(m["mountPath"] == "/dev/serial" for m in manager["volumeMounts"])
     assert objects["Service"]["spec"]["ports"] == [
         {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}

@@ -9,14 +9,14 @@ import structlog
 from kubernetes_asyncio import client
 
 from kubeserial_common import constants as c
-from kubeserial_common.events import EventRecorder
+from kubeserial_common.events import WARNING, EventRecorder
 from kubeserial_common.kube import CustomObjects, api_message, status_code
 from kubeserial_common.watching import run_informers
 from kubeserial_common.workqueue import WorkQueue, run_workers
 from kubeserial_controller import decisions as d
 from kubeserial_controller.apply import Applier
 from kubeserial_controller.metrics import ControllerMetrics
-from kubeserial_controller.reconcilers import KubeSerialKey, Reconcilers, Settings
+from kubeserial_controller.reconcilers import KubeSerialKey, Reconcilers, Settings, kind_of
 from kubeserial_controller.world import World
 
 log = structlog.get_logger(__name__)
@@ -42,6 +42,8 @@ class Controller:
         self.devices: WorkQueue[str] = WorkQueue()
         self.requests: WorkQueue[str] = WorkQueue()
         self.nodes: WorkQueue[str] = WorkQueue()
+        self._last_failure: dict[tuple[str, Any], str] = {}
+        self._event_tasks: set[asyncio.Task[None]] = set()
         self.world = World(
             api, namespace=settings.namespace, on_event=self.on_event, resync_seconds=resync_seconds
         )
@@ -139,17 +141,38 @@ class Controller:
             try:
                 again = await reconcile(key)
                 result = "success"
+                self._last_failure.pop((kind, key), None)
                 return again
             finally:
                 self.metrics.reconciles.labels(kind=kind, result=result).inc()
                 self.metrics.reconcile_seconds.labels(kind=kind).observe(time.perf_counter() - started)
 
         def explain(key: K, exc: BaseException) -> None:
-            # The queue logs the retry; the apiserver's message says what was wrong.
-            log.warning(
-                "reconcile error", kind=kind, key=str(key), status=status_code(exc), detail=api_message(exc)
+            # The queue logs the retry; the user sees a Warning Event on the object, once per
+            # distinct failure (retries with the same message would only flood `kubectl describe`).
+            detail = api_message(exc)
+            log.warning("reconcile error", kind=kind, key=str(key), status=status_code(exc), detail=detail)
+            obj = self._object_for(kind, key)
+            if obj is None or self._last_failure.get((kind, key)) == detail:
+                return
+            self._last_failure[(kind, key)] = detail
+            task = asyncio.create_task(
+                self.reconcilers.recorder.emit(
+                    kind_of(obj, kind), type_=WARNING, reason="ReconcileFailed", message=detail
+                )
             )
+            self._event_tasks.add(task)
+            task.add_done_callback(self._event_tasks.discard)
 
         await run_workers(
             queue, instrumented, workers=self.workers, name=f"reconcile-{kind}", on_error=explain
         )
+
+    def _object_for(self, kind: str, key: Any) -> dict[str, Any] | None:
+        if kind == "KubeSerial":
+            return self.world.kubeserial(*key)
+        if kind == "SerialDevice":
+            return self.world.device(key)
+        if kind == "ManagerScheduleRequest":
+            return self.world.request(key)
+        return None

@@ -236,7 +236,12 @@ def manager_pod_spec(
         "ports": [{"name": "http", "containerPort": MANAGER_HTTP_PORT, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
     }
-    pod: dict[str, Any] = {"enableServiceLinks": False, "containers": [container]}
+    # The manager app needs no Kubernetes API access: no token in its pods.
+    pod: dict[str, Any] = {
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+        "containers": [container],
+    }
     if config_map is not None and manager.config_path:
         key = config_key(manager.config_path)
         # subPath puts exactly one file at configPath without hiding the rest of its directory;
