@@ -287,7 +287,14 @@ def test_url_mode_adds_env_only(control_plane: ControlPlane, injector: Injector)
     assert kubectl_create(control_plane, manifest).returncode == 0
     pod = get_pod(control_plane, "urlonly")
     assert "initContainers" not in pod["spec"] and not pod["spec"].get("shareProcessNamespace")
-    assert any(name.endswith("_RAW_URL") for name in env_names(pod["spec"]["containers"][0]))
+    assert pod["metadata"]["annotations"][c.INJECTED_ANNOTATION] == READY_DEVICE
+    (app,) = pod["spec"]["containers"]
+    prefix = "KUBESERIAL_" + READY_DEVICE.upper().replace("-", "_")
+    assert {item["name"]: item["value"] for item in app["env"]} == {
+        f"{prefix}_URL": f"rfc2217://{READY_DEVICE}-gateway.kubeserial.svc:2217",
+        f"{prefix}_RAW_URL": f"socket://{READY_DEVICE}-gateway.kubeserial.svc:3333",
+    }
+    assert not any(m["name"] == "kubeserial-links" for m in app.get("volumeMounts", []))
 
 
 def test_device_created_just_before_the_pod_is_found(control_plane: ControlPlane, injector: Injector) -> None:
@@ -296,6 +303,11 @@ def test_device_created_just_before_the_pod_is_found(control_plane: ControlPlane
     try:
         out = kubectl_create(control_plane, pod_manifest("fresh", {c.INJECT_ANNOTATION: fresh}))
         assert out.returncode == 0, out.stderr
+        # Found (not denied as unknown) and seen as it is: not available yet, and injected all the same.
+        assert f"Warning: SerialDevice {fresh} is not available" in out.stderr, out.stderr
+        pod = get_pod(control_plane, "fresh")
+        assert pod["metadata"]["annotations"][c.INJECTED_ANNOTATION] == fresh
+        assert [b["name"] for b in pod["spec"]["initContainers"]] == [f"kubeserial-bridge-{fresh}"]
     finally:
         control_plane.kubectl("delete", "serialdevice", fresh, "--ignore-not-found")
 
