@@ -68,7 +68,7 @@ async def test_device_follows_its_adapter_and_the_consumer_follows_the_device(st
     )
     affinity = deployment["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
     terms = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    assert terms[0]["matchFields"][0]["values"] == ["node-a"] or terms[0].get("matchExpressions")
+    assert terms == [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-a"]}]}]
     await wait_async(
         lambda: stack.gateway_pod(DEVICE, "node-a"), within=30, message="the gateway pod running on node-a"
     )
@@ -83,11 +83,12 @@ async def test_device_follows_its_adapter_and_the_consumer_follows_the_device(st
     }
     plane.kubectl("apply", "-f", "-", input=json.dumps(consumer))
     admitted = get(plane, "pod", CONSUMER, "-n", APPS)
-    assert admitted["metadata"]["annotations"].get(c.INJECTED_ANNOTATION)
+    assert admitted["metadata"]["annotations"].get(c.INJECTED_ANNOTATION) == DEVICE
     env = {e["name"]: e.get("value") for e in admitted["spec"]["containers"][0]["env"]}
     prefix = "KUBESERIAL_" + DEVICE.upper().replace("-", "_")
     assert env[f"{prefix}_URL"] == f"rfc2217://{DEVICE}-gateway.kubeserial.svc:2217"
-    assert any(ic.get("restartPolicy") == "Always" for ic in admitted["spec"]["initContainers"])
+    bridges = [ic["name"] for ic in admitted["spec"]["initContainers"] if ic.get("restartPolicy") == "Always"]
+    assert bridges == [f"kubeserial-bridge-{DEVICE}"]
 
     # The consumer (we play the app) opens its tty, sets 57600 baud and talks to the device.
     link = stack.link_path(CONSUMER, DEVICE)
