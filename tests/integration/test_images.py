@@ -183,10 +183,12 @@ def test_controller_in_a_container_becomes_leader(
             options=cluster_options(control_plane, "controller", tmp_path),
             log_path=tmp_path / "controller.log",
         ):
-            holder = control_plane.kubectl(
-                "get", "lease", lease, "-n", NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}", check=False
+            # Ready means caches synced; leadership is acquired alongside, so wait for the Lease.
+            holder = ("get", "lease", lease, "-n", NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}")
+            wait_for(
+                lambda: control_plane.kubectl(*holder, check=False).stdout,
+                message=f"Lease {lease} held by the controller container",
             )
-            assert holder.returncode == 0 and holder.stdout, holder.stderr
     finally:
         control_plane.kubectl("delete", "lease", lease, "-n", NAMESPACE, check=False)
 
