@@ -10,6 +10,7 @@ from kubernetes_asyncio import client
 
 from kubeserial_common.kube import api_client
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane
+from kubeserial_testing.services import wait_for
 
 CRD_DIR = REPO_ROOT / "deploy" / "kustomize" / "base" / "crd"
 SIMULATED_NODES = ("node-a", "node-b")
@@ -19,16 +20,52 @@ _planes: list[ControlPlane] = []
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    plane = ControlPlane(tmp_path_factory.mktemp("controlplane")).start()
+    plane = ControlPlane(tmp_path_factory.mktemp("controlplane"), preinstall=(CRD_DIR,)).start()
     try:
-        plane.kubectl("apply", "-k", str(CRD_DIR))
-        plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         for node in SIMULATED_NODES:
             plane.register_node(node)
+        wait_until_garbage_collector_tracks_serialdevices(plane)
         _planes.append(plane)
         yield plane
     finally:
         plane.stop()
+
+
+def wait_until_garbage_collector_tracks_serialdevices(plane: ControlPlane) -> None:
+    """kube-controller-manager's garbage collector picks up new CRDs on its next discovery pass
+    (every 30 s); until then, deleting a SerialDevice leaves what it owns behind. Tests rely on the
+    cascade, so prove it works once: an owned ConfigMap must go when its SerialDevice goes."""
+    probe = {
+        "apiVersion": "app.kubeserial.com/v1alpha1",
+        "kind": "SerialDevice",
+        "metadata": {"name": "gc-probe"},
+        "spec": {"idVendor": "0000", "idProduct": "0000"},
+    }
+    owner = json.loads(plane.kubectl("create", "-o", "json", "-f", "-", input=json.dumps(probe)).stdout)
+    dependent = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "gc-probe",
+            "namespace": "default",
+            "ownerReferences": [
+                {
+                    "apiVersion": owner["apiVersion"],
+                    "kind": "SerialDevice",
+                    "name": "gc-probe",
+                    "uid": owner["metadata"]["uid"],
+                }
+            ],
+        },
+    }
+    plane.kubectl("create", "-f", "-", input=json.dumps(dependent))
+    plane.kubectl("delete", "serialdevice", "gc-probe")
+    wait_for(
+        lambda: plane.kubectl("get", "configmap", "gc-probe", "-n", "default", check=False).returncode != 0,
+        timeout=120,
+        interval=0.5,
+        message="the garbage collector to track SerialDevices",
+    )
 
 
 @pytest.fixture

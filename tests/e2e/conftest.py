@@ -4,13 +4,15 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from kubeserial_testing.controlplane import ControlPlane
+from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane
 from kubeserial_testing.stack import LocalStack
+
+CRD_DIR = REPO_ROOT / "deploy" / "kustomize" / "base" / "crd"
 
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    own = ControlPlane(tmp_path_factory.mktemp("e2e-plane")).start()
+    own = ControlPlane(tmp_path_factory.mktemp("e2e-plane"), preinstall=(CRD_DIR,)).start()
     try:
         for node in ("node-a", "node-b"):
             own.register_node(node)

@@ -73,8 +73,16 @@ class ControlPlane:
     root: Path
     with_controller_manager: bool = True
     with_scheduler: bool = True
+    # kustomize directories applied before the controller-manager starts: its garbage collector
+    # discovers resource types at start and then only every 30 s, so CRDs installed later are not
+    # cascaded for up to a minute.
+    preinstall: tuple[Path, ...] = ()
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Paths end up in kubeconfigs and flags that others read from elsewhere: make them absolute.
+        self.root = self.root.resolve()
 
     @property
     def pki_dir(self) -> Path:
@@ -192,6 +200,10 @@ class ControlPlane:
         self._start_etcd(detach=detach)
         self.start_apiserver(detach=detach)
         self.wait_ready(timeout=timeout)
+        for directory in self.preinstall:
+            self.kubectl("apply", "-k", str(directory))
+        if self.preinstall:
+            self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         common = [f"--kubeconfig={self.kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1"]
         if self.with_controller_manager:
             self._spawn(
@@ -382,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _down(args.dir)
     started = time.monotonic()
-    plane = ControlPlane(args.dir).start(detach=True)
+    crds = REPO_ROOT / "deploy" / "kustomize" / "base" / "crd"
+    plane = ControlPlane(args.dir, preinstall=(crds,)).start(detach=True)
     for node in filter(None, args.nodes.split(",")):
         plane.register_node(node)
     print(f"control plane ready in {time.monotonic() - started:.1f}s", file=sys.stderr)

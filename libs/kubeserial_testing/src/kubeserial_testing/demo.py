@@ -27,6 +27,7 @@ from kubeserial_testing.stack import LocalStack, wait_async
 from kubeserial_testing.umockdev import UsbAdapter
 
 SAMPLES = REPO_ROOT / "deploy" / "kustomize" / "base" / "samples"
+CRD_DIR = REPO_ROOT / "deploy" / "kustomize" / "base" / "crd"
 DEVICE = "ender3"
 
 
@@ -88,7 +89,7 @@ async def talk(stack: LocalStack, plane: ControlPlane, device_fd: int) -> None:
 
 async def demo(workdir: Path, *, hold: bool) -> None:
     say("Starting a real local control plane (etcd, kube-apiserver, controller-manager, scheduler)")
-    plane = ControlPlane(workdir / "cluster").start()
+    plane = ControlPlane(workdir / "cluster", preinstall=(CRD_DIR,)).start()
     stack: LocalStack | None = None
     try:
         for node in ("node-a", "node-b"):
