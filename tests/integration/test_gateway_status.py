@@ -1,7 +1,6 @@
 """`Free` on the real apiserver, written by the gateway under its own ServiceAccount."""
 
 import json
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kubeserial_testing.controlplane import ControlPlane
+from kubeserial_testing.controlplane import ControlPlane, free_port
 from kubeserial_testing.pty_device import PtyDevice
 from kubeserial_testing.pty_gateway import Gateway, run_gateway
 from kubeserial_testing.services import apply_rbac, wait_for
@@ -160,9 +159,7 @@ def test_the_service_account_may_do_nothing_else(control_plane: ControlPlane) ->
 def test_unreachable_apiserver_does_not_block_the_data_path(tmp_path: Path) -> None:
     """Status writes fail (and are retried) off the data path; sessions work meanwhile."""
     kubeconfig = tmp_path / "dead.kubeconfig"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead_port = sock.getsockname()[1]
+    dead_port = free_port()
     kubeconfig.write_text(
         json.dumps(
             {

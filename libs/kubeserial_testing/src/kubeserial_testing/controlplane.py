@@ -31,10 +31,20 @@ K8S_VERSION = os.environ.get("K8S_VERSION", "v1.33.13")
 SERVICE_CIDR = "10.96.0.0/16"
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nobody listens on now and that this process has not handed out before:
+    the kernel may offer a just-released port again, and two services of one test must not get
+    the same one before either has bound it."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def control_plane_binaries() -> Path:
