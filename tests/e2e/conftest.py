@@ -5,7 +5,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane
-from kubeserial_testing.stack import LocalStack
+from kubeserial_testing.objects import apply_object, kubeserial_for
+from kubeserial_testing.stack import LocalStack, wait_async
 
 CRD_DIR = REPO_ROOT / "deploy" / "kustomize" / "base" / "crd"
 
@@ -29,3 +30,14 @@ async def stack(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -
         yield local
     finally:
         await local.stop()
+
+
+@pytest.fixture(scope="module")
+async def plugged(stack: LocalStack, request: pytest.FixtureRequest) -> LocalStack:
+    """The module's DEVICE (a KubeSerial entry for its ADAPTER) plugged into node-a and served."""
+    device, adapter = request.module.DEVICE, request.module.ADAPTER
+    apply_object(stack.plane, kubeserial_for(device, {device: adapter.serial}))
+    stack.usb["node-a"].plug(adapter)
+    await wait_async(lambda: stack.device_state(device) == ("True", "node-a"), within=30, message="available")
+    await wait_async(stack.ports_for(device).ready, within=30, message="gateway ready")
+    return stack

@@ -28,6 +28,7 @@ from kubernetes_asyncio import client
 from kubeserial_common import constants as c
 from kubeserial_common.conditions import condition_status
 from kubeserial_common.kube import api_client
+from kubeserial_common.names import gateway_name
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
 from kubeserial_testing.kubelet import Launch, SimulatedKubelet
 from kubeserial_testing.objects import get_object
@@ -306,7 +307,23 @@ class LocalStack:
         return condition_status(obj, c.AVAILABLE), (obj.get("status") or {}).get("nodeName")
 
     def gateway_pods(self, device: str, node: str) -> list[dict[str, Any]]:
-        """The device's running gateway pods on `node` that are not being deleted."""
+        """Running pods of the device's current gateway Deployment on `node`. Pods of an earlier
+        Deployment of the same name can outlive it while the garbage collector catches up (after
+        an apiserver outage its retries back off), so ownership is followed, not labels alone."""
+        deployment = get_object(self.plane, "deployment", gateway_name(device), namespace=NAMESPACE)
+        if deployment is None:
+            return []
+        sets = json.loads(self.plane.kubectl("get", "replicasets", "-n", NAMESPACE, "-o", "json").stdout)[
+            "items"
+        ]
+        current_sets = {
+            rs["metadata"]["uid"]
+            for rs in sets
+            if any(
+                ref["uid"] == deployment["metadata"]["uid"]
+                for ref in rs["metadata"].get("ownerReferences", [])
+            )
+        }
         selector = f"app.kubernetes.io/name=kubeserial-gateway,{c.DEVICE_LABEL}={device}"
         out = self.plane.kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json").stdout
         return [
@@ -315,6 +332,7 @@ class LocalStack:
             if pod.get("status", {}).get("phase") == "Running"
             and pod["spec"].get("nodeName") == node
             and not pod["metadata"].get("deletionTimestamp")
+            and any(ref["uid"] in current_sets for ref in pod["metadata"].get("ownerReferences", []))
         ]
 
     def gateway_pod(self, device: str, node: str) -> dict[str, Any] | None:
