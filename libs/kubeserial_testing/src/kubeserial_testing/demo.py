@@ -9,21 +9,19 @@ the network, and the device following the adapter to node-b.
 
 import argparse
 import asyncio
-import errno
 import json
 import os
-import select
 import signal
 import sys
 import tempfile
 import termios
-import time
 from pathlib import Path
 
 from kubeserial_common import constants as c
 from kubeserial_common.conditions import condition_status
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane
 from kubeserial_testing.stack import LocalStack, wait_async
+from kubeserial_testing.ttyio import read_until
 from kubeserial_testing.umockdev import UsbAdapter
 
 SAMPLES = REPO_ROOT / "deploy" / "kustomize" / "base" / "samples"
@@ -44,22 +42,6 @@ def show(plane: ControlPlane, *args: str) -> None:
 def device_on(plane: ControlPlane, node: str) -> bool:
     device = json.loads(plane.kubectl("get", "serialdevice", DEVICE, "-o", "json").stdout)
     return condition_status(device, c.AVAILABLE) == "True" and device["status"].get("nodeName") == node
-
-
-def read_until(fd: int, end: bytes, *, within: float = 10.0) -> bytes:
-    """Read from a pty until `end`; EIO means nobody has the other side open yet: wait."""
-    deadline = time.monotonic() + within
-    data = b""
-    while not data.endswith(end) and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                data += os.read(fd, 256)
-            except OSError as exc:
-                if exc.errno != errno.EIO:
-                    raise
-                time.sleep(0.05)
-    return data
 
 
 async def talk(stack: LocalStack, plane: ControlPlane, device_fd: int) -> None:

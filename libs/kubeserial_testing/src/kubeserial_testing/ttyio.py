@@ -9,24 +9,38 @@ import termios
 import time
 
 
-def read_exactly(fd: int, count: int, *, timeout: float = 10.0) -> bytes:
-    """`count` bytes from a file descriptor, or AssertionError saying what did arrive.
+def _read_some(fd: int, limit: int) -> bytes:
+    """Up to `limit` bytes from a readable fd. A pty master reads EIO while nobody has the slave
+    open (say, a gateway being restarted); a real adapter just stays quiet then, so: nothing yet."""
+    try:
+        return os.read(fd, limit)
+    except OSError as exc:
+        if exc.errno != errno.EIO:
+            raise
+        time.sleep(0.02)
+        return b""
 
-    A pty master reads EIO while nobody has the slave open (say, a gateway being restarted);
-    a real adapter just stays quiet then, so we wait."""
+
+def read_exactly(fd: int, count: int, *, timeout: float = 10.0) -> bytes:
+    """`count` bytes from a file descriptor, or AssertionError saying what did arrive."""
     data = b""
     deadline = time.monotonic() + timeout
     while len(data) < count:
-        remaining = deadline - time.monotonic()
-        readable, _, _ = select.select([fd], [], [], max(remaining, 0))
+        readable, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
         if not readable:
             raise AssertionError(f"read {data!r}, wanted {count} bytes within {timeout}s")
-        try:
-            data += os.read(fd, count - len(data))
-        except OSError as exc:
-            if exc.errno != errno.EIO or remaining <= 0:
-                raise
-            time.sleep(0.02)
+        data += _read_some(fd, count - len(data))
+    return data
+
+
+def read_until(fd: int, end: bytes, *, timeout: float = 10.0) -> bytes:
+    """What arrives on `fd` until it ends with `end`, or whatever came within `timeout`."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(end) and time.monotonic() < deadline:
+        readable, _, _ = select.select([fd], [], [], max(min(0.2, deadline - time.monotonic()), 0))
+        if readable:
+            data += _read_some(fd, 256)
     return data
 
 
