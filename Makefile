@@ -15,15 +15,18 @@ help: ## Show this help.
 dev: ## Set up everything from a fresh clone: Debian packages, .venv, control-plane binaries.
 	./hack/dev-setup.sh
 
-manifests: dev ## Regenerate the CRD YAML from the Pydantic models.
+venv: ## Only the Python virtualenv (.venv): all that lint and unit tests need (no apt, Go or docker).
+	VENV=$(VENV) ./hack/venv.sh
+
+manifests: venv ## Regenerate the CRD YAML from the Pydantic models.
 	$(PY) -m kubeserial_common.crdgen --out deploy/kustomize/base/crd
 
-lint: dev ## ruff and mypy.
+lint: venv ## ruff, mypy (sources and tests) and the import-layer contracts.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy libs/*/src services/*/src
+	$(VENV)/bin/mypy libs/*/src services/*/src tests
 
-fmt: dev ## Format the code.
+fmt: venv ## Format the code.
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
@@ -31,7 +34,7 @@ fmt: dev ## Format the code.
 test: dev ## Everything CI runs: lint, manifest drift, unit, integration and e2e tests.
 	./hack/test.sh
 
-test-unit: dev ## Unit tests only (fast, no control plane).
+test-unit: venv ## Unit tests only (fast, no control plane).
 	$(PY) -m pytest tests/unit -q
 
 test-e2e: dev ## The end-to-end story only (tests/e2e).
@@ -63,4 +66,4 @@ images: dev ## Build the four service images in a local Docker engine (base imag
 e2e-kind: ## The e2e overlay on a kind cluster (needs Docker, kind and a kindest/node image).
 	./hack/e2e-kind.sh
 
-.PHONY: help dev manifests lint fmt test test-unit test-e2e bench demo demo-hold cluster-up cluster-down images e2e-kind
+.PHONY: help dev venv manifests lint fmt test test-unit test-e2e bench demo demo-hold cluster-up cluster-down images e2e-kind

@@ -2,8 +2,9 @@
 scheduler) and shared by the whole session; tests that need it take `control_plane`."""
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
@@ -76,9 +77,10 @@ async def kube(control_plane: ControlPlane) -> AsyncIterator[client.ApiClient]:
 
 
 @pytest.fixture
-def kubectl_json(control_plane: ControlPlane):  # type: ignore[no-untyped-def]
-    def get(*args: str) -> dict:  # type: ignore[type-arg]
-        return json.loads(control_plane.kubectl("get", *args, "-o", "json").stdout)  # type: ignore[no-any-return]
+def kubectl_json(control_plane: ControlPlane) -> Callable[..., dict[str, Any]]:
+    def get(*args: str) -> dict[str, Any]:
+        obj: dict[str, Any] = json.loads(control_plane.kubectl("get", *args, "-o", "json").stdout)
+        return obj
 
     return get
 

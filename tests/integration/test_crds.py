@@ -3,6 +3,7 @@
 import json
 import subprocess
 import uuid
+from collections.abc import Mapping
 
 import pytest
 import yaml
@@ -22,7 +23,7 @@ def device(object_name: str, **spec: object) -> dict[str, object]:
     }
 
 
-def apply(plane: ControlPlane, obj: dict[str, object]) -> subprocess.CompletedProcess[str]:
+def apply(plane: ControlPlane, obj: Mapping[str, object]) -> subprocess.CompletedProcess[str]:
     return plane.kubectl("apply", "-f", "-", input=json.dumps(obj), check=False)
 
 

@@ -1,6 +1,7 @@
 """The gateway's small API client: kubeconfig reading and HTTP response parsing."""
 
 import base64
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from kubeserial_gateway.kubeapi import (
 )
 
 
-def kubeconfig(user: dict[str, object], cluster: dict[str, object] | None = None) -> dict[str, object]:
+def kubeconfig(user: Mapping[str, object], cluster: Mapping[str, object] | None = None) -> dict[str, object]:
     return {
         "clusters": [
             {

@@ -72,7 +72,8 @@ def test_session_open_means_in_use_with_the_peer() -> None:
     assert "1.2.3.4:5 (raw)" in free["message"]
     assert free["observedGeneration"] == 3 and free["lastTransitionTime"] == NOW
     # Available is kept as it was: one patch, whole conditions list, nothing half-written.
-    assert [c["type"] for c in patch["conditions"]] == ["Available", "Free"]  # type: ignore[index]
+    assert patch is not None
+    assert [c["type"] for c in patch["conditions"]] == ["Available", "Free"]
 
 
 def test_no_session_means_free_when_available_or_unknown_to_us() -> None:

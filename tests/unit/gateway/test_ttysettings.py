@@ -1,6 +1,7 @@
 """termios <-> RFC 2217 for the bridge, and the kernel's DTR/RTS rules."""
 
 import termios
+from typing import Any
 
 from kubeserial_gateway.rfc2217 import Cmd, Control, Parity, SerialSettings, StopBits
 from kubeserial_gateway.ttysettings import (
@@ -20,7 +21,9 @@ from kubeserial_gateway.ttysettings import (
 RAW_CC = [b"\x00"] * 32
 
 
-def attrs(*, cflag: int = termios.CS8 | termios.CREAD, iflag: int = 0, speed: int = termios.B115200) -> list:  # type: ignore[type-arg]
+def attrs(
+    *, cflag: int = termios.CS8 | termios.CREAD, iflag: int = 0, speed: int = termios.B115200
+) -> list[Any]:
     return [iflag, 0, cflag, 0, speed, speed, list(RAW_CC)]
 
 
