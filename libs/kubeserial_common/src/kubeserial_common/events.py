@@ -6,6 +6,7 @@ import structlog
 from kubernetes_asyncio import client
 
 from kubeserial_common.conditions import now_rfc3339
+from kubeserial_common.errors import ApiError
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +47,6 @@ class EventRecorder:
         }
         try:
             await self.core.create_namespaced_event(namespace, body)
-        except Exception as exc:  # an Event is best effort: never fail a reconcile over it
+        except ApiError as exc:  # an Event is best effort: never fail a reconcile over it
             log.warning("could not post event", reason=reason, error=repr(exc))
         log.info("event", object=meta.get("name"), reason=reason, type=type_, message=message)

@@ -1,15 +1,17 @@
-"""Kubernetes client plumbing shared by every service: configuration, raw-dict calls, errors."""
+"""Kubernetes client plumbing shared by every service: configuration, raw-dict calls, typed errors."""
 
 import json
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubeserial_common import constants as c
+from kubeserial_common.errors import ApiError, Unreachable, from_status
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -32,46 +34,54 @@ async def load_configuration(kubeconfig: str | None = None) -> client.Configurat
 
 @asynccontextmanager
 async def api_client(kubeconfig: str | None = None) -> AsyncIterator[client.ApiClient]:
+    """A client whose every call raises kubeserial_common.errors types on failure."""
     configuration = await load_configuration(kubeconfig)
-    async with client.ApiClient(configuration) as api:
+    async with ApiClient(configuration) as api:
         yield api
 
 
-def status_code(exc: BaseException) -> int | None:
-    return exc.status if isinstance(exc, ApiException) else None
+def translate(exc: BaseException) -> ApiError | None:
+    """The typed error for a failure of the Kubernetes client or its transport; None for anything else
+    (a bug stays what it is)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ApiException):
+        return from_status(exc.status or 0, exc.body, reason=str(exc.reason or ""))
+    if isinstance(exc, aiohttp.ClientError | TimeoutError | ConnectionError):
+        return Unreachable(f"{type(exc).__name__}: {exc}")
+    return None
 
 
-def is_not_found(exc: BaseException) -> bool:
-    return status_code(exc) == 404
+@contextmanager
+def translated() -> Iterator[None]:
+    """Raise client and transport failures inside the block as typed ApiErrors."""
+    try:
+        yield
+    except (ApiException, aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+        error = translate(exc)
+        assert error is not None
+        raise error from exc
 
 
-def is_conflict(exc: BaseException) -> bool:
-    return status_code(exc) == 409
+class ApiClient(client.ApiClient):  # type: ignore[misc]
+    """kubernetes_asyncio's client, raising typed ApiErrors from every call (kubeserial_common.errors)."""
 
-
-def api_message(exc: BaseException) -> str:
-    """The apiserver's own message from a failed call (it names the offending field)."""
-    if isinstance(exc, ApiException) and exc.body:
-        try:
-            return str(json.loads(exc.body).get("message", exc.body))
-        except (ValueError, AttributeError):
-            return str(exc.body)
-    return str(exc) or repr(exc)
+    async def request(self, *args: Any, **kwargs: Any) -> Any:
+        with translated():
+            return await super().request(*args, **kwargs)
 
 
 async def read_json(response: Any) -> dict[str, Any]:
     """Decode a `_preload_content=False` response into the plain dict the apiserver sent.
 
     The client does not check the HTTP status of raw responses, so a failure (404, 409, 422...)
-    would come back as a Status dict; raise it as the ApiException every caller expects.
+    would come back as a Status dict; raise it as the typed error instead.
     """
-    body = await response.read()
+    with translated():
+        body = await response.read()
     response.release()
     if response.status >= 400:
-        exc = ApiException(status=response.status, reason=response.reason)
-        exc.body = body.decode("utf-8", errors="replace")
-        exc.headers = response.headers
-        raise exc
+        raise from_status(response.status, body, reason=str(response.reason or ""))
     data: dict[str, Any] = json.loads(body)
     return data
 

@@ -9,7 +9,8 @@ from typing import Any
 import structlog
 from kubernetes_asyncio import client
 
-from kubeserial_common.kube import is_conflict, is_not_found, read_json
+from kubeserial_common.errors import AlreadyExists, ApiError, Conflict, NotFound
+from kubeserial_common.kube import read_json
 
 log = structlog.get_logger(__name__)
 
@@ -79,19 +80,15 @@ class LeaseHolder:
                     self.name, self.namespace, _preload_content=False
                 )
             )
-        except Exception as exc:
-            if not is_not_found(exc):
-                raise
+        except NotFound:
             body = {
                 "metadata": {"name": self.name, "namespace": self.namespace, "labels": self.labels},
                 "spec": self._spec(now=now, acquired=None, transitions=0),
             }
             try:
                 await self.coordination.create_namespaced_lease(self.namespace, body)
-            except Exception as create_exc:
-                if is_conflict(create_exc):
-                    return False
-                raise
+            except AlreadyExists:
+                return False
             return True
         spec = lease.get("spec", {})
         ours = spec.get("holderIdentity") == self.identity
@@ -104,10 +101,8 @@ class LeaseHolder:
         try:
             # replace carries resourceVersion: if someone else renewed first, we get 409 and lose.
             await self.coordination.replace_namespaced_lease(self.name, self.namespace, lease)
-        except Exception as exc:
-            if is_conflict(exc):
-                return False
-            raise
+        except Conflict:
+            return False
         return True
 
     async def run(
@@ -124,7 +119,7 @@ class LeaseHolder:
                 held = await self.try_acquire_or_renew()
                 if held:
                     last_renewal = loop.time()
-            except Exception as exc:
+            except ApiError as exc:
                 log.warning("lease renewal failed", lease=self.name, error=repr(exc))
                 # Keep leadership only while the last renewal is still within the duration.
                 held = self.held and loop.time() - last_renewal < self.duration_seconds
@@ -140,7 +135,7 @@ class LeaseHolder:
         """Give the lease up at shutdown so a successor need not wait for it to expire."""
         if not self.held:
             return
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(ApiError):
             lease = await read_json(
                 await self.coordination.read_namespaced_lease(
                     self.name, self.namespace, _preload_content=False

@@ -5,12 +5,14 @@ again and `compute` decides afresh. That is what stops two monitors both claimin
 
 This module deliberately does not import kubernetes_asyncio (kubeserial_common.kube does): the
 gateway runs once per device and writes status through a small client of its own to stay small.
+Both clients raise kubeserial_common.errors, so a conflict is `Conflict` whichever wrote.
 """
 
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from kubeserial_common.conditions import ConditionUpdate, apply_conditions, differs, now_rfc3339
+from kubeserial_common.errors import Conflict
 
 StatusFunc = Callable[[dict[str, Any]], dict[str, Any] | None]
 
@@ -23,11 +25,6 @@ class StatusObjects(Protocol):
     async def patch_status(
         self, plural: str, name: str, body: Any, *, namespace: str | None = None
     ) -> dict[str, Any]: ...
-
-
-def _is_conflict(exc: BaseException) -> bool:
-    # ApiException and the gateway's own client error both carry the HTTP status as `.status`.
-    return getattr(exc, "status", None) == 409
 
 
 async def write_status(
@@ -54,8 +51,8 @@ async def write_status(
         body = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}, "status": status_patch}
         try:
             return await objects.patch_status(plural, name, body, namespace=namespace)
-        except Exception as exc:
-            if not _is_conflict(exc) or attempt == attempts - 1:
+        except Conflict:
+            if attempt == attempts - 1:
                 raise
             obj = None
     return None

@@ -11,12 +11,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import structlog
 from kubernetes_asyncio import watch
-from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubeserial_common.kube import read_json
+from kubeserial_common.errors import ApiError, Gone, Unreachable
+from kubeserial_common.kube import read_json, translated
 from kubeserial_common.tasks import run_together
 
 log = structlog.get_logger(__name__)
@@ -77,18 +76,23 @@ class Informer:
         while loop.time() < deadline:
             timeout = max(1, min(self.watch_timeout_seconds, int(deadline - loop.time())))
             stream = watch.Watch()
-            async with stream.stream(
-                self.list_call,
-                resource_version=resource_version,
-                timeout_seconds=timeout,
-                allow_watch_bookmarks=True,
-                **self.list_kwargs,
-            ) as events:
-                async for event in events:
-                    event_type = event["type"]
-                    if event_type in ("ADDED", "MODIFIED", "DELETED"):
-                        self._apply(event_type, event["raw_object"])
-                resource_version = stream.resource_version or resource_version
+            # The watch raises the client's own exceptions (a 410 arrives as an ERROR event): typed here.
+            with translated():
+                await self._watch_once(stream, resource_version, timeout_seconds=timeout)
+            resource_version = stream.resource_version or resource_version
+
+    async def _watch_once(self, stream: watch.Watch, resource_version: str, *, timeout_seconds: int) -> None:
+        async with stream.stream(
+            self.list_call,
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
+            allow_watch_bookmarks=True,
+            **self.list_kwargs,
+        ) as events:
+            async for event in events:
+                event_type = event["type"]
+                if event_type in ("ADDED", "MODIFIED", "DELETED"):
+                    self._apply(event_type, event["raw_object"])
 
     async def run(self) -> None:
         failures = 0
@@ -97,15 +101,16 @@ class Informer:
                 resource_version = await self._list()
                 failures = 0
                 await self._watch_until_resync(resource_version)
-            except ApiException as exc:
-                if exc.status == 410:
-                    log.info("watch expired; listing again", informer=self.name)
-                    continue
+            except Gone:
+                log.info("watch expired; listing again", informer=self.name)
+                continue
+            except Unreachable as exc:
                 failures += 1
-                log.warning("watch failed", informer=self.name, status=exc.status, reason=exc.reason)
-            except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+                log.warning("apiserver unreachable; retrying", informer=self.name, error=str(exc))
+            except ApiError as exc:
                 failures += 1
-                log.warning("apiserver unreachable; retrying", informer=self.name, error=repr(exc))
+                log.warning("watch failed", informer=self.name, status=exc.status, reason=exc.message)
+            # Anything else is a bug: it ends run(), and the process runner stops the process.
             await asyncio.sleep(min(10.0, 0.2 * 2 ** min(failures, 6)))
 
 

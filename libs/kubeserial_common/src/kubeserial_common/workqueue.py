@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 import structlog
 
 from kubeserial_common.backoff import Backoff as Backoff  # still importable from here, as before
-from kubeserial_common.kube import api_message
+from kubeserial_common.errors import message_of
 from kubeserial_common.tasks import run_together
 
 log = structlog.get_logger(__name__)
@@ -116,10 +116,10 @@ async def run_workers(
             except Requeue as requeue:
                 queue.forget(key)
                 queue.add_after(key, requeue.delay)
-            except Exception as exc:
+            except Exception as exc:  # any failure of one reconcile is retried with backoff, never fatal
                 delay = queue.retry(key)
                 log.warning(
-                    f"{name} failed; retrying", key=str(key), retry_in=round(delay, 3), error=api_message(exc)
+                    f"{name} failed; retrying", key=str(key), retry_in=round(delay, 3), error=message_of(exc)
                 )
                 if on_error is not None:
                     on_error(key, exc)

@@ -11,7 +11,8 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from kubeserial_common import constants as c
-from kubeserial_common.kube import is_not_found, read_json, status_code
+from kubeserial_common.errors import Conflict, NotFound
+from kubeserial_common.kube import read_json
 from kubeserial_common.models import ALL_RESOURCES
 
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -84,11 +85,9 @@ class Applier:
         body = {"preconditions": {"uid": obj["metadata"]["uid"]}, "propagationPolicy": "Background"}
         try:
             await calls.delete(*names, body=body)
-        except Exception as exc:
-            # 409: the uid changed, so the object we meant is gone and a new one took its name.
-            if is_not_found(exc) or status_code(exc) == 409:
-                return False
-            raise
+        except (NotFound, Conflict):
+            # Conflict: the uid changed, so the object we meant is gone and a new one took its name.
+            return False
         return True
 
 

@@ -9,8 +9,9 @@ import structlog
 from kubernetes_asyncio import client
 
 from kubeserial_common import constants as c
+from kubeserial_common.errors import message_of, status_of
 from kubeserial_common.events import WARNING, EventRecorder
-from kubeserial_common.kube import CustomObjects, api_message, status_code
+from kubeserial_common.kube import CustomObjects
 from kubeserial_common.watching import run_informers
 from kubeserial_common.workqueue import WorkQueue, run_workers
 from kubeserial_controller import decisions as d
@@ -150,8 +151,8 @@ class Controller:
         def explain(key: K, exc: BaseException) -> None:
             # The queue logs the retry; the user sees a Warning Event on the object, once per
             # distinct failure (retries with the same message would only flood `kubectl describe`).
-            detail = api_message(exc)
-            log.warning("reconcile error", kind=kind, key=str(key), status=status_code(exc), detail=detail)
+            detail = message_of(exc)
+            log.warning("reconcile error", kind=kind, key=str(key), status=status_of(exc), detail=detail)
             obj = self._object_for(kind, key)
             if obj is None or self._last_failure.get((kind, key)) == detail:
                 return

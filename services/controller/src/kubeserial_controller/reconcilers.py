@@ -14,8 +14,9 @@ from pydantic import ValidationError
 
 from kubeserial_common import constants as c
 from kubeserial_common.conditions import ConditionUpdate, find_condition
+from kubeserial_common.errors import AlreadyExists
 from kubeserial_common.events import NORMAL, WARNING, EventRecorder
-from kubeserial_common.kube import CustomObjects, is_conflict
+from kubeserial_common.kube import CustomObjects
 from kubeserial_common.models import KubeSerial, ManagerSpec
 from kubeserial_common.names import gateway_name, kubeserial_label_value, manager_request_name
 from kubeserial_common.podspec import PodSpecError
@@ -326,10 +327,8 @@ class Reconcilers:
             await self.objects.create(
                 c.MANAGERSCHEDULEREQUESTS, desired_manager_request(device, manager=manager)
             )
-        except Exception as exc:
-            if is_conflict(exc):  # AlreadyExists: the cache was behind; the request is there
-                return
-            raise
+        except AlreadyExists:  # the cache was behind; the request is there
+            return
         await self._event(
             device,
             "SerialDevice",

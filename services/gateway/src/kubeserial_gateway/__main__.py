@@ -164,7 +164,7 @@ async def serve(args: argparse.Namespace) -> int:
 
         try:
             endpoint = load_endpoint(args.kubeconfig)
-        except Exception as exc:
+        except Exception as exc:  # unreadable, malformed or unsupported kubeconfig alike: exit 2, say why
             log.error("cannot load Kubernetes credentials", error=repr(exc))
             return 2
         writer = FreeStatusWriter(SlimCustomObjects(endpoint), device_name=args.device_name, metrics=metrics)

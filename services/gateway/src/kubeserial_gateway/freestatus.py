@@ -16,6 +16,7 @@ import structlog
 from kubeserial_common.backoff import Backoff
 from kubeserial_common.conditions import ConditionUpdate, condition_status, find_condition
 from kubeserial_common.constants import AVAILABLE, FREE, SERIALDEVICES
+from kubeserial_common.errors import ApiError
 from kubeserial_common.status import StatusObjects, conditions_patch, write_status
 from kubeserial_gateway.metrics import GatewayMetrics
 
@@ -84,7 +85,7 @@ class FreeStatusWriter:
                     self.device_name,
                     functools.partial(free_status_patch, peer=peer),
                 )
-            except Exception as exc:
+            except ApiError as exc:
                 failures += 1
                 delay = RETRY_BACKOFF.delay(failures)
                 self.metrics.status_writes.labels("failed").inc()

@@ -21,20 +21,13 @@ from urllib.parse import quote, urlsplit
 import yaml
 
 from kubeserial_common import constants as c
+from kubeserial_common.errors import ApiError as ApiError  # what every call here raises
+from kubeserial_common.errors import Unreachable, from_status
 
 SA_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH: Final = "application/merge-patch+json"
 MAX_RESPONSE: Final = 4 * 1024 * 1024
 TIMEOUT_SECONDS: Final = 15.0
-
-
-class ApiError(Exception):
-    """A failed API call; `status` is the HTTP status (0 when no response came)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}" if status else message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -110,11 +103,11 @@ def parse_http_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
     """Status, headers (lower-case names) and body of a complete HTTP/1.1 response."""
     head, sep, body = raw.partition(b"\r\n\r\n")
     if not sep:
-        raise ApiError(0, "truncated HTTP response")
+        raise Unreachable("truncated HTTP response")
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise ApiError(0, f"bad HTTP status line {lines[0][:80]!r}")
+        raise Unreachable(f"bad HTTP status line {lines[0][:80]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
@@ -132,23 +125,20 @@ def _dechunk(body: bytes) -> bytes:
     while True:
         line_end = body.find(b"\r\n", pos)
         if line_end < 0:
-            raise ApiError(0, "truncated chunked body")
+            raise Unreachable("truncated chunked body")
         size = int(body[pos:line_end].split(b";", 1)[0] or b"0", 16)
         if size == 0:
             return bytes(out)
         start = line_end + 2
         if start + size > len(body):
-            raise ApiError(0, "truncated chunked body")
+            raise Unreachable("truncated chunked body")
         out += body[start : start + size]
         pos = start + size + 2
 
 
 def api_error(status: int, body: bytes) -> ApiError:
-    try:
-        message = str(json.loads(body).get("message", ""))
-    except (ValueError, AttributeError):
-        message = body[:300].decode("utf-8", "replace")
-    return ApiError(status, message or f"HTTP {status}")
+    """The typed error (NotFound, Conflict, ...) for a failed response, as kubeserial_common.kube raises."""
+    return from_status(status, body)
 
 
 class SlimCustomObjects:
@@ -202,9 +192,9 @@ class SlimCustomObjects:
                 self._request(method, path, body=body, content_type=content_type), TIMEOUT_SECONDS
             )
         except TimeoutError as exc:
-            raise ApiError(0, f"{method} {path}: no answer within {TIMEOUT_SECONDS}s") from exc
+            raise Unreachable(f"{method} {path}: no answer within {TIMEOUT_SECONDS}s") from exc
         except (OSError, ssl.SSLError) as exc:
-            raise ApiError(0, f"{method} {path}: {exc}") from exc
+            raise Unreachable(f"{method} {path}: {exc}") from exc
 
     async def _request(self, method: str, path: str, *, body: Any, content_type: str) -> dict[str, Any]:
         payload = b"" if body is None else json.dumps(body).encode()
@@ -230,7 +220,7 @@ class SlimCustomObjects:
             while chunk := await reader.read(65536):
                 raw += chunk
                 if len(raw) > MAX_RESPONSE:
-                    raise ApiError(0, f"{method} {path}: response larger than {MAX_RESPONSE} bytes")
+                    raise Unreachable(f"{method} {path}: response larger than {MAX_RESPONSE} bytes")
         finally:
             writer.close()
         status, _, data = parse_http_response(bytes(raw))

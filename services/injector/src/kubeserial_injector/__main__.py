@@ -25,6 +25,7 @@ from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from kubeserial_common.cli import add_common_arguments
+from kubeserial_common.errors import ApiError
 from kubeserial_common.health import HealthServer
 from kubeserial_common.kube import api_client
 from kubeserial_common.logs import configure_logging
@@ -201,7 +202,7 @@ class Injector:
                 bundle = await certs.ensure_secret()
                 await certs.ensure_ca_bundle(bundle.ca_pem)
                 return bundle
-            except Exception as exc:
+            except (ApiError, RuntimeError) as exc:  # RuntimeError: the Secret did not settle
                 log.warning("certificate setup failed; retrying", error=repr(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -222,7 +223,7 @@ class Injector:
                     log.info("serving a new certificate", fingerprint=fresh.fingerprint())
                 else:
                     await certs.ensure_ca_bundle(fresh.ca_pem)
-            except Exception as exc:
+            except (ApiError, RuntimeError, OSError, ssl.SSLError) as exc:  # a bad bundle: keep the old one
                 log.warning("certificate check failed", error=repr(exc))
 
     async def _watch_files(self, context: ssl.SSLContext) -> None:

@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes_asyncio import client
 
-from kubeserial_common.kube import JSON_PATCH, is_conflict, is_not_found, read_json
+from kubeserial_common.errors import Conflict, NotFound
+from kubeserial_common.kube import JSON_PATCH, read_json
 
 log = structlog.get_logger(__name__)
 
@@ -251,10 +252,8 @@ class SelfManagedCerts:
             log.info("issuing webhook certificate", secret=self.secret_name, reason=reason)
             try:
                 await self._write_secret(secret, fresh)
-            except Exception as exc:
-                if is_conflict(exc):
-                    continue  # another replica wrote first: use theirs
-                raise
+            except Conflict:  # also AlreadyExists
+                continue  # another replica wrote first: use theirs
             return fresh
         raise RuntimeError(f"could not settle Secret {self.namespace}/{self.secret_name}")
 
@@ -265,10 +264,8 @@ class SelfManagedCerts:
                     self.secret_name, self.namespace, _preload_content=False
                 )
             )
-        except Exception as exc:
-            if is_not_found(exc):
-                return None
-            raise
+        except NotFound:
+            return None
 
     async def _write_secret(self, existing: dict[str, Any] | None, bundle: TlsBundle) -> None:
         if existing is None:
@@ -297,11 +294,9 @@ class SelfManagedCerts:
                     self.webhook_config, _preload_content=False
                 )
             )
-        except Exception as exc:
-            if is_not_found(exc):
-                log.warning("webhook configuration not found; caBundle not set", name=self.webhook_config)
-                return False
-            raise
+        except NotFound:
+            log.warning("webhook configuration not found; caBundle not set", name=self.webhook_config)
+            return False
         ops = ca_bundle_patch(config, ca_pem)
         if ops:
             await self.admission.patch_mutating_webhook_configuration(

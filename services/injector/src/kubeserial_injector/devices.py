@@ -12,7 +12,8 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from kubeserial_common import constants as c
-from kubeserial_common.kube import CustomObjects, is_not_found
+from kubeserial_common.errors import ApiError, NotFound
+from kubeserial_common.kube import CustomObjects
 from kubeserial_common.watching import Informer
 
 
@@ -56,7 +57,7 @@ class DeviceCatalog:
     async def _get(self, name: str) -> dict[str, Any] | None:
         try:
             return await self.objects.get(c.SERIALDEVICES, name)
-        except Exception as exc:
-            if is_not_found(exc):
-                return None
+        except NotFound:
+            return None
+        except ApiError as exc:
             raise DeviceLookupError(f"could not read SerialDevice {name}: {exc!r}") from exc

@@ -18,9 +18,10 @@ from pydantic import ValidationError
 
 from kubeserial_common import constants as c
 from kubeserial_common.conditions import now_rfc3339
+from kubeserial_common.errors import ApiError, NotFound, message_of
 from kubeserial_common.events import NORMAL, EventRecorder
 from kubeserial_common.health import HealthServer
-from kubeserial_common.kube import JSON_PATCH, CustomObjects, api_message, is_not_found, read_json
+from kubeserial_common.kube import JSON_PATCH, CustomObjects, read_json
 from kubeserial_common.leases import LeaseHolder
 from kubeserial_common.models import SerialDeviceSpec
 from kubeserial_common.names import monitor_lease_name
@@ -192,11 +193,9 @@ class Monitor:
 
         try:
             written = await write_status(self.objects, c.SERIALDEVICES, name, compute, current=obj)
-        except Exception as exc:
-            if is_not_found(exc):
-                self._set_owned(name, False)
-                return
-            raise
+        except NotFound:
+            self._set_owned(name, False)
+            return
         last_seen, change = seen[-1]
         final = written if written is not None else last_seen
         self._set_owned(name, tty is not None and owned_by(final, self.settings.node))
@@ -256,7 +255,7 @@ class Monitor:
     def _count_error(self, kind: str) -> Any:
         def on_error(key: str, exc: BaseException) -> None:
             self.metrics.reconcile_errors.labels(kind).inc()
-            log.warning("reconcile failed", kind=kind, key=key, error=api_message(exc))
+            log.warning("reconcile failed", kind=kind, key=key, error=message_of(exc))
 
         return on_error
 
@@ -265,7 +264,7 @@ class Monitor:
         await self.health.start()
         try:
             await self.lease.try_acquire_or_renew()
-        except Exception as exc:  # the renew loop keeps trying
+        except ApiError as exc:  # the renew loop keeps trying
             log.warning("could not take the node lease yet", error=repr(exc))
         # Listen before the first scan so that nothing plugged in between is missed.
         self.watcher.start()
@@ -320,6 +319,6 @@ class Monitor:
             await asyncio.wait_for(
                 self.sync_node_resources(cleanup=True), timeout=self.settings.shutdown_timeout_seconds
             )
-        except Exception as exc:
+        except (ApiError, TimeoutError) as exc:
             log.warning("could not clean up node resources", error=repr(exc))
         await self.health.stop()
