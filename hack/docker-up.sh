@@ -2,7 +2,6 @@
 # Start the project's own dockerd unless it already answers on the project's socket (idempotent).
 # No bridge network and no iptables (neither works here): containers use --network=host or none.
 # --ip-forward=false: dockerd would otherwise switch on the host's net.ipv4.ip_forward.
-# --ip-forward=false: dockerd otherwise turns on the host's net.ipv4.ip_forward (it did here).
 # Prints the DOCKER_HOST to use. Stop it with hack/docker-down.sh. With KUBESERIAL_DOCKER_HOST set
 # (e.g. unix:///var/run/docker.sock, to build into a machine's own Docker for kind) it only checks
 # that that engine answers.
