@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Build kube-apiserver, kube-controller-manager and kube-scheduler from the Go module proxy,
+# Build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy from the
+# Go module proxy,
 # once per version, into a cache outside the repository. Idempotent: exits at once when cached.
 set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-v1.33.13}"
 CACHE_ROOT="${KUBESERIAL_CACHE:-$HOME/.cache/kubeserial}"
 OUT="$CACHE_ROOT/k8s/$K8S_VERSION"
-BINARIES=(kube-apiserver kube-controller-manager kube-scheduler)
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 
 mkdir -p "$CACHE_ROOT"
 # Serialise concurrent callers (CI steps, make targets): the second waits, then finds the cache full.
@@ -41,6 +42,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
 GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true

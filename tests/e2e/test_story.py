@@ -20,6 +20,7 @@ from kubeserial_common import constants as c
 from kubeserial_common.conditions import condition_status
 from kubeserial_testing.controlplane import ControlPlane
 from kubeserial_testing.objects import apply_object, kubeserial_for
+from kubeserial_testing.probes import metric_total
 from kubeserial_testing.stack import LocalStack, wait_async
 from kubeserial_testing.ttyio import baud, exchange, make_raw
 from kubeserial_testing.umockdev import UsbAdapter
@@ -31,6 +32,9 @@ DEVICE = f"printer-{SUFFIX}"
 CONSUMER = f"consumer-{SUFFIX}"
 APPS = "apps"
 ADAPTER = UsbAdapter(serial=f"E2E{SUFFIX.upper()}")
+LOSSES = "kubeserial_gateway_device_losses_total"
+SESSIONS = "kubeserial_gateway_sessions_total"
+RECONNECTS = "kubeserial_bridge_reconnects_total"
 
 
 def get(plane: ControlPlane, *args: str) -> dict[str, Any]:
@@ -100,6 +104,12 @@ async def test_device_follows_its_adapter_and_the_consumer_follows_the_device(st
             lambda: baud(device_a) == termios.B57600, within=10, message="57600 baud on the device"
         )
         await exchange(app_fd, device_a, b"node-a:")
+        # One session, never dropped, until the unplug.
+        gateway_health = stack.ports_for(DEVICE).health
+        bridge_health = stack.bridge_health[(CONSUMER, DEVICE)]
+        assert metric_total(gateway_health, SESSIONS) == 1
+        assert metric_total(gateway_health, LOSSES) == 0
+        assert metric_total(bridge_health, RECONNECTS) == 0
 
         # Unplug: Available=False, the gateway goes away.
         stack.usb["node-a"].unplug(ADAPTER)
@@ -128,6 +138,10 @@ async def test_device_follows_its_adapter_and_the_consumer_follows_the_device(st
             message="the bridge to reconnect and re-apply 57600 baud",
         )
         await exchange(app_fd, device_b, b"node-b:")
+        # The move cost the bridge exactly one reconnect; node-b's gateway has one session, no loss.
+        assert metric_total(bridge_health, RECONNECTS) == 1
+        assert metric_total(gateway_health, SESSIONS) == 1
+        assert metric_total(gateway_health, LOSSES) == 0
     finally:
         os.close(app_fd)
     consumer_now = get(plane, "pod", CONSUMER, "-n", APPS)

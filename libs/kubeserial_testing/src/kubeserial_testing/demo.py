@@ -69,6 +69,65 @@ async def talk(stack: LocalStack, plane: ControlPlane, device_fd: int) -> None:
         os.close(app_fd)
 
 
+async def play_printer(device_fd: int, stop: asyncio.Event) -> None:
+    """The simulated printer answers like Marlin: each line gets `ok`, echoed back as typed."""
+    loop = asyncio.get_running_loop()
+    received = asyncio.Queue[bytes]()
+    loop.add_reader(device_fd, lambda: received.put_nowait(read_available(device_fd)))
+    line = b""
+    try:
+        while not stop.is_set():
+            for byte in await received.get():
+                char = bytes([byte])
+                os.write(device_fd, b"\r\n" if char in b"\r\n" else char)
+                if char in b"\r\n":
+                    if line.strip():
+                        os.write(device_fd, b"ok " + line.strip() + b"\r\n")
+                    line = b""
+                else:
+                    line += char
+    finally:
+        loop.remove_reader(device_fd)
+
+
+def read_available(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # EIO while no one has the tty open: nothing to answer
+        return b""
+
+
+async def hold_for_the_user(stack: LocalStack, plane: ControlPlane, device_fd: int) -> None:
+    """Keep everything running and let the user talk to the printer. The gateway serves one
+    session at a time and OctoPrint holds it, so the Manager is removed first."""
+    say("Handing the printer to you: OctoPrint holds the one session, so its Manager goes")
+    show(plane, "delete", "manager", "octoprint")
+    await wait_async(
+        lambda: (
+            condition_status(
+                json.loads(plane.kubectl("get", "serialdevice", DEVICE, "-o", "json").stdout), c.FREE
+            )
+            == "True"
+        ),
+        within=60,
+        message="the gateway free",
+    )
+    show(plane, "get", "serialdevice", DEVICE, "-o", "jsonpath={.status.conditions[?(@.type=='Free')]}")
+    ports = stack.ports_for(DEVICE)
+    python = Path(sys.executable)
+    say("Everything keeps running; the printer answers each line with `ok`. Ctrl-C stops the demo")
+    print(f"export KUBECONFIG={plane.kubeconfig}")
+    print(f"raw:      socat - TCP:127.0.0.1:{ports.raw}   (type a line, Enter; Ctrl-C quits)")
+    miniterm = f"{python} -m serial.tools.miniterm rfc2217://127.0.0.1:{ports.rfc2217} 115200"
+    print(f"rfc2217:  {miniterm}   (Ctrl-] quits)")
+    print("(one client at a time: the second is refused while the first is connected)", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+    printer = asyncio.create_task(play_printer(device_fd, stop))
+    await stop.wait()
+    printer.cancel()
+
+
 async def demo(workdir: Path, *, hold: bool) -> None:
     say("Starting a real local control plane (etcd, kube-apiserver, controller-manager, scheduler)")
     plane = ControlPlane(workdir / "cluster", preinstall=(CRD_DIR,)).start()
@@ -119,15 +178,7 @@ async def demo(workdir: Path, *, hold: bool) -> None:
         show(plane, "get", "pods", "-n", "kubeserial", "-o", "wide")
 
         if hold:
-            say("Everything keeps running; press Ctrl-C to stop")
-            print(f"export KUBECONFIG={plane.kubeconfig}")
-            print(f"raw:      socat - TCP:127.0.0.1:{stack.ports_for(DEVICE).raw}")
-            print(
-                f"rfc2217:  python -m serial.tools.miniterm rfc2217://127.0.0.1:{stack.ports_for(DEVICE).rfc2217}"
-            )
-            stop = asyncio.Event()
-            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
-            await stop.wait()
+            await hold_for_the_user(stack, plane, stack.usb["node-b"].device_side(adapter))
         say("Done. In a real cluster: kubectl apply -k deploy/kustomize/overlays/default (see README)")
     finally:
         if stack is not None:

@@ -112,6 +112,8 @@ class LocalStack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     health_ports: dict[str, int] = field(default_factory=dict)
     gateway_ports: dict[str, ServicePorts] = field(default_factory=dict)
+    # (pod name, device) -> the health/metrics port of that pod's bridge
+    bridge_health: dict[tuple[str, str], int] = field(default_factory=dict)
     injector_port: int = field(default_factory=free_port)
     gateway_kubeconfig: Path = Path()
     api: client.ApiClient | None = None
@@ -293,7 +295,9 @@ class LocalStack:
                 local_link.parent.mkdir(parents=True, exist_ok=True)
                 args = _replace_option(args, "--url", f"rfc2217://127.0.0.1:{port}")
                 args = _replace_option(args, "--link", str(local_link))
-                args = _replace_option(args, "--health-port", str(free_port()))
+                bridge_port = free_port()
+                self.bridge_health[(pod["metadata"]["name"], device)] = bridge_port
+                args = _replace_option(args, "--health-port", str(bridge_port))
                 return Launch([sys.executable, "-m", "kubeserial_gateway", *args], {})
             return None
 

@@ -123,6 +123,13 @@ class SimulatedUsb:
             link.parent.mkdir(parents=True, exist_ok=True)
             link.unlink(missing_ok=True)
             link.symlink_to(f"../../{tty}")
+        # On a real node stat() of a udev link reports the tty's own number (188:n). umockdev's
+        # preload answers stat() of /dev paths from dev/.node/<path with / as _>, which it writes
+        # only for the node itself: without these entries stat(by-id) reported 0:0.
+        for node_entry in self._node_entries(adapter):
+            node_entry.parent.mkdir(parents=True, exist_ok=True)
+            node_entry.unlink(missing_ok=True)
+            node_entry.symlink_to(f"188:{tty_number(tty)}")
         words = self._command(f"plug {self._key(adapter)} {description}")
         self.plugged[adapter] = words[0] if words else f"/dev/{tty}"
         return self.plugged[adapter]
@@ -131,8 +138,15 @@ class SimulatedUsb:
         """Remove the adapter; `announce=False` sends no uevent (a lost event: only a rescan sees it)."""
         self._command(f"unplug {self._key(adapter)}" + ("" if announce else " quiet"))
         self.plugged.pop(adapter, None)
-        for link in self._links(adapter):
-            link.unlink(missing_ok=True)
+        for path in [*self._links(adapter), *self._node_entries(adapter)]:
+            path.unlink(missing_ok=True)
+
+    def _node_entries(self, adapter: UsbAdapter) -> list[Path]:
+        node_dir = Path(self.root_dir) / "dev" / ".node"
+        return [
+            node_dir / path.removeprefix("/dev/").replace("/", "_")
+            for path in (adapter.by_id, adapter.by_path)
+        ]
 
     def _links(self, adapter: UsbAdapter) -> list[Path]:
         return [Path(self.root_dir + path) for path in (adapter.by_id, adapter.by_path)]

@@ -30,6 +30,7 @@ import structlog
 
 from kubeserial_common.backoff import Backoff
 from kubeserial_gateway.fdwriter import FdWriter
+from kubeserial_gateway.keepalive import enable_keepalive
 from kubeserial_gateway.metrics import BridgeMetrics
 from kubeserial_gateway.rfc2217 import (
     Cmd,
@@ -98,6 +99,7 @@ class _GatewayLink(asyncio.Protocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            enable_keepalive(sock)
         self.bridge.connected(cast(asyncio.Transport, transport))
 
     def data_received(self, data: bytes) -> None:

@@ -14,6 +14,7 @@ import os
 import struct
 import termios
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 import serial
@@ -74,6 +75,29 @@ class DeviceSink(Protocol):
     def device_congested(self, congested: bool) -> None: ...
 
 
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """What a device path named when it was opened: the char device number (as stat of the path
+    reports it) and the node the path resolves to."""
+
+    rdev: int
+    node: str
+
+
+def identity_of(path: str) -> DeviceIdentity:
+    """Raises OSError when the path is gone."""
+    return DeviceIdentity(rdev=os.stat(path).st_rdev, node=os.path.realpath(path))
+
+
+def same_device(opened: DeviceIdentity, now: DeviceIdentity) -> bool:
+    """Does the path still name the device it named at open? Both sides come from stat of the
+    path, never from fstat of the open fd: for a pty-backed device (umockdev, socat, tty0tty) the
+    fd reports the pty's number while the path reports the device's, so the two never agree. A
+    replug under the same name shows up as a hangup on the open fd; a by-id link that udev
+    rewrites to another tty shows up here as a new number or node."""
+    return opened == now
+
+
 def modem_state_from_tiocm(bits: int) -> int:
     """TIOCMGET bits -> RFC 2217 modem state (line bits only, no deltas)."""
     state = 0
@@ -98,7 +122,7 @@ class DevicePort:
         self.sink: DeviceSink | None = None
         self._serial: serial.Serial | None = None
         self._fd = -1
-        self._rdev = 0
+        self._identity: DeviceIdentity | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._paused: set[str] = set()
         self._reading = False
@@ -119,11 +143,12 @@ class DevicePort:
         port.timeout = 0
         port.exclusive = True  # a second opener (another gateway, a stray tool) fails instead of interleaving
         self._configure(port, self.defaults)
+        identity = identity_of(self.path)
         port.open()
+        self._identity = identity
         self._loop = asyncio.get_running_loop()
         self._serial = port
         self._fd = port.fileno()
-        self._rdev = os.fstat(self._fd).st_rdev
         self._writer = FdWriter(
             self._fd,
             loop=self._loop,
@@ -171,8 +196,10 @@ class DevicePort:
 
     def still_present(self) -> bool:
         """False when the path is gone or now names another device (unplugged, maybe replugged)."""
+        if self._identity is None:
+            return False
         try:
-            return os.stat(self.path).st_rdev == self._rdev
+            return same_device(self._identity, identity_of(self.path))
         except OSError:
             return False
 

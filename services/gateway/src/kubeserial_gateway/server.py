@@ -17,6 +17,7 @@ import structlog
 
 from kubeserial_common.backoff import Backoff
 from kubeserial_gateway.device import DevicePort
+from kubeserial_gateway.keepalive import enable_keepalive
 from kubeserial_gateway.metrics import GatewayMetrics
 from kubeserial_gateway.rfc2217 import (
     Cmd,
@@ -70,6 +71,7 @@ class RawConnection(asyncio.Protocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            enable_keepalive(sock)
         self.peer = describe_peer(transport.get_extra_info("peername"), protocol=self.protocol_name)
         self.last_activity = self.gateway.now()
         self.admitted = self.gateway.admit(self)
