@@ -494,3 +494,87 @@ def test_a_refused_write_is_explained_by_a_warning_event(
     time.sleep(2)  # the queue retries with backoff meanwhile; the same failure stays one Event
     assert len(failures()) == 1
     assert fulfilled(control_plane, request_name) is not True
+
+
+def test_a_manager_made_invalid_keeps_its_workload_and_says_why(
+    controller: RunningService, control_plane: ControlPlane, live_node: str
+) -> None:
+    """A Manager edited into one the controller cannot connect (its config mounted where the device's
+    tty goes) is a permanent outcome: the running manager is kept, the request says why, a Warning
+    Event is posted once, and the controller does not retry until the Manager changes again."""
+    name, manager = unique("keep"), unique("keepmgr")
+    manager_obj = seed_manager(manager)
+    apply_object(control_plane, manager_obj)
+    entries = [{"name": name, "idVendor": "0403", "idProduct": "6001", "manager": manager}]
+    kubeserial = unique("keepks")
+    apply_object(control_plane, kubeserial_object(kubeserial, entries))
+    wait_exists(control_plane, "serialdevice", name)
+    write_monitor_status(control_plane, name, node=live_node, available=True)
+    request_name = manager_request_name(name, manager)
+    wait_exists(control_plane, "msr", request_name)
+    deployment = wait_exists(control_plane, "deployment", request_name, namespace=NAMESPACE)
+    config_map = wait_exists(control_plane, "configmap", request_name, namespace=NAMESPACE)
+    service = wait_exists(control_plane, "service", request_name, namespace=NAMESPACE)
+
+    # /dev/serial is where the bridge puts the device's tty: the apiserver accepts the path, the
+    # controller cannot build that pod.
+    control_plane.kubectl(
+        "patch", "manager", manager, "--type=merge", "-p", json.dumps({"spec": {"configPath": "/dev/serial"}})
+    )
+
+    def message() -> str | None:
+        status = (get_object(control_plane, "msr", request_name) or {}).get("status") or {}
+        return status.get("message")
+
+    found = wait_for(message, timeout=30, message="the request's status says why")
+    assert isinstance(found, str) and "/dev/serial" in found and manager in found, found
+
+    def warnings() -> list[str]:
+        listed = json.loads(
+            control_plane.kubectl(
+                *(
+                    "get",
+                    "events",
+                    "-n",
+                    "default",
+                    "--field-selector",
+                    f"involvedObject.name={request_name}",
+                ),
+                *("-o", "json"),
+            ).stdout
+        )
+        return [
+            e["message"]
+            for e in listed["items"]
+            if e["reason"] == "ManagerNotConnectable" and e["type"] == "Warning"
+        ]
+
+    events = wait_for(warnings, timeout=30, message="a ManagerNotConnectable Warning Event")
+    assert isinstance(events, list) and "/dev/serial" in events[0], events
+    time.sleep(3)  # a retried failure would back off and run again within this time
+    assert len(warnings()) == 1
+
+    def retried() -> list[str]:
+        lines = controller.log_path.read_text(errors="replace").splitlines()
+        return [line for line in lines if request_name in line and "retrying" in line]
+
+    assert retried() == [], "a permanent outcome is not retried until the Manager changes"
+    # Everything that existed is still there, the same objects.
+    for kind, before in (("deployment", deployment), ("configmap", config_map), ("service", service)):
+        now = get_object(control_plane, kind, request_name, namespace=NAMESPACE)
+        assert now is not None, f"the {kind} was deleted"
+        assert now["metadata"]["uid"] == before["metadata"]["uid"]
+
+    # Fixed: the message goes, the workload is reconciled again.
+    control_plane.kubectl(
+        "patch",
+        "manager",
+        manager,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"configPath": manager_obj["spec"]["configPath"]}}),
+    )
+    wait_for(lambda: message() is None, timeout=30, message="the message cleared once the Manager is fixed")
+    assert get_object(control_plane, "deployment", request_name, namespace=NAMESPACE) is not None
+    control_plane.kubectl("delete", "kubeserial", kubeserial, "-n", NAMESPACE)
+    control_plane.kubectl("delete", "manager", manager)

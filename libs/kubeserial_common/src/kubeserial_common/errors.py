@@ -126,3 +126,15 @@ def message_of(exc: BaseException) -> str:
 
 def status_of(exc: BaseException) -> int | None:
     return exc.status if isinstance(exc, ApiError) else None
+
+
+class PermanentError(Exception):
+    """Raised by a reconciler for input it cannot act on (an invalid Manager, a pod spec that cannot
+    be connected). The work queue does not retry it: the object's next change queues it again. The
+    reconciler has already reported it (condition or status message) and kept what exists; `reason`
+    is the Warning Event's reason, in CamelCase."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message

@@ -150,6 +150,11 @@ class ManagerScheduleRequestSpec(Model):
 
 class ManagerScheduleRequestStatus(Model):
     fulfilled: bool = Field(default=False, description="The manager Deployment exists and is available.")
+    message: str | None = Field(
+        default=None,
+        description="Why the manager workload cannot be made as asked (e.g. an invalid Manager); what"
+        " exists is kept meanwhile. Absent when there is no such problem.",
+    )
 
 
 class ObjectMeta(Model):

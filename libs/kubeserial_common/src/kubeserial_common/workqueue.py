@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 import structlog
 
 from kubeserial_common.backoff import Backoff as Backoff  # still importable from here, as before
-from kubeserial_common.errors import message_of
+from kubeserial_common.errors import PermanentError, message_of
 from kubeserial_common.tasks import run_together
 
 log = structlog.get_logger(__name__)
@@ -105,7 +105,8 @@ async def run_workers(
     """Run `workers` loops that feed keys to `reconcile` until cancelled.
 
     `reconcile` returns None when converged, or a delay in seconds to be called again (a timed
-    re-check, like controller-runtime's RequeueAfter). Exceptions requeue with backoff.
+    re-check, like controller-runtime's RequeueAfter). Exceptions requeue with backoff, except
+    PermanentError (invalid input), which waits for the object's next change.
     """
 
     async def worker() -> None:
@@ -116,6 +117,11 @@ async def run_workers(
             except Requeue as requeue:
                 queue.forget(key)
                 queue.add_after(key, requeue.delay)
+            except PermanentError as exc:  # reported by the reconciler; retrying cannot help
+                queue.forget(key)
+                log.warning(f"{name}: not retried until the object changes", key=str(key), error=exc.message)
+                if on_error is not None:
+                    on_error(key, exc)
             except Exception as exc:  # any failure of one reconcile is retried with backoff, never fatal
                 delay = queue.retry(key)
                 log.warning(

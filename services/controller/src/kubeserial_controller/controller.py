@@ -9,7 +9,7 @@ import structlog
 from kubernetes_asyncio import client
 
 from kubeserial_common import constants as c
-from kubeserial_common.errors import message_of, status_of
+from kubeserial_common.errors import PermanentError, message_of, status_of
 from kubeserial_common.events import WARNING, EventRecorder
 from kubeserial_common.kube import CustomObjects
 from kubeserial_common.watching import run_informers
@@ -159,7 +159,10 @@ class Controller:
             self._last_failure[(kind, key)] = detail
             task = asyncio.create_task(
                 self.reconcilers.recorder.emit(
-                    kind_of(obj, kind), type_=WARNING, reason="ReconcileFailed", message=detail
+                    kind_of(obj, kind),
+                    type_=WARNING,
+                    reason=exc.reason if isinstance(exc, PermanentError) else "ReconcileFailed",
+                    message=detail,
                 )
             )
             self._event_tasks.add(task)

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from kubeserial_common import constants as c
 from kubeserial_common.conditions import ConditionUpdate, find_condition
-from kubeserial_common.errors import AlreadyExists
+from kubeserial_common.errors import AlreadyExists, PermanentError
 from kubeserial_common.events import NORMAL, WARNING, EventRecorder
 from kubeserial_common.kube import CustomObjects
 from kubeserial_common.models import KubeSerial, ManagerSpec
@@ -356,8 +356,14 @@ class Reconcilers:
         request = self.world.request(name)
         if request is None or request["metadata"].get("deletionTimestamp"):
             return None
-        desired = self._desired_manager_objects(request)
-        for obj in desired:
+        problem: PermanentError | None = None
+        try:
+            desired: list[Obj] | None = self._desired_manager_objects(request)
+        except PermanentError as exc:
+            # Invalid input: report it and keep what exists (a running manager stays up) until the
+            # Manager changes; never read it as "desire nothing".
+            desired, problem = None, exc
+        for obj in desired or ():
             applied = await self._ensure(obj, current=self.world.child(obj["kind"], name))
             if applied is not None and applied.created:
                 await self._event(
@@ -366,22 +372,26 @@ class Reconcilers:
                     reason=f"{obj['kind']}Created",
                     message=f"created {obj['kind']} {self.settings.namespace}/{name}",
                 )
-        wanted_kinds = {obj["kind"] for obj in desired}
-        for kind, api_version in MANAGER_CHILD_KINDS.items():
-            current = self.world.child(kind, name)
-            if kind not in wanted_kinds and current is not None and d.controlled_by(current, request):
-                await self._delete(current, api_version=api_version, kind=kind)
+        if desired is not None:
+            wanted_kinds = {obj["kind"] for obj in desired}
+            for kind, api_version in MANAGER_CHILD_KINDS.items():
+                current = self.world.child(kind, name)
+                if kind not in wanted_kinds and current is not None and d.controlled_by(current, request):
+                    await self._delete(current, api_version=api_version, kind=kind)
         deployment = self.world.child("Deployment", name)
         fulfilled = (
-            bool(desired)
+            (desired is None or bool(desired))
             and deployment is not None
             and d.controlled_by(deployment, request)
             and d.deployment_available(deployment)
         )
-        previously = (request.get("status") or {}).get("fulfilled")
-        if previously is not fulfilled:  # also writes the first `false`, so `kubectl get msr` shows it
+        status = request.get("status") or {}
+        previously = status.get("fulfilled")
+        message = None if problem is None else problem.message
+        # also writes the first `false`, so `kubectl get msr` shows it
+        if previously is not fulfilled or status.get("message") != message:
             await self.objects.patch_status(
-                c.MANAGERSCHEDULEREQUESTS, name, {"status": {"fulfilled": fulfilled}}
+                c.MANAGERSCHEDULEREQUESTS, name, {"status": {"fulfilled": fulfilled, "message": message}}
             )
             if fulfilled or previously:
                 await self._event(
@@ -392,9 +402,13 @@ class Reconcilers:
                     + ("is available" if fulfilled else "is not available"),
                     warning=not fulfilled,
                 )
+        if problem is not None:
+            raise problem  # the work queue posts it as a Warning Event once, and does not retry it
         return None
 
     def _desired_manager_objects(self, request: Obj) -> list[Obj]:
+        """The manager workload; [] when the device or Manager is gone; PermanentError when the
+        Manager cannot be turned into a workload."""
         spec = request.get("spec") or {}
         device = self.world.device(str(spec.get("device")))
         manager = self.world.manager(str(spec.get("manager")))
@@ -403,8 +417,9 @@ class Reconcilers:
         try:
             manager_spec = ManagerSpec.model_validate(manager.get("spec") or {})
         except ValidationError as exc:
-            log.warning("invalid Manager", manager=spec.get("manager"), error=str(exc))
-            return []
+            raise PermanentError(
+                "InvalidManager", f"Manager {spec.get('manager')} is invalid: {exc}"
+            ) from exc
         kubeserial = self.world.kubeserial_of(device)
         ingress = None
         if kubeserial is not None:
@@ -418,7 +433,8 @@ class Reconcilers:
                 request, manager_spec, namespace=settings.namespace, images=settings.images, ingress=ingress
             )
         except PodSpecError as exc:
-            log.warning(
-                "manager pod cannot be connected", request=request["metadata"]["name"], error=str(exc)
-            )
-            return []
+            raise PermanentError(
+                "ManagerNotConnectable",
+                f"the pod of Manager {spec.get('manager')} cannot be connected to device"
+                f" {spec.get('device')}: {exc}",
+            ) from exc
