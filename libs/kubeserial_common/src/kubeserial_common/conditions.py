@@ -31,9 +31,20 @@ def find_condition(conditions: Iterable[Mapping[str, Any]], condition_type: str)
     return next((cond for cond in conditions if cond.get("type") == condition_type), None)
 
 
-def condition_status(obj: Mapping[str, Any], condition_type: str) -> str | None:
+def get_condition(obj: Mapping[str, Any] | None, condition_type: str) -> Mapping[str, Any] | None:
+    """The condition of `condition_type` on an API object (any kind: a SerialDevice, a Deployment),
+    or None when it has none. Tolerates a missing or malformed status (objects from admission
+    requests are not schema-checked)."""
+    status = (obj or {}).get("status")
+    conditions = status.get("conditions") if isinstance(status, Mapping) else None
+    if not isinstance(conditions, list):
+        return None
+    return find_condition((cond for cond in conditions if isinstance(cond, Mapping)), condition_type)
+
+
+def condition_status(obj: Mapping[str, Any] | None, condition_type: str) -> str | None:
     """Status ("True"/"False"/"Unknown") of a condition on an API object, or None when absent."""
-    cond = find_condition(obj.get("status", {}).get("conditions", []) or [], condition_type)
+    cond = get_condition(obj, condition_type)
     return None if cond is None else str(cond.get("status"))
 
 

@@ -35,8 +35,9 @@ RAW_PORT: Final = 3333
 RFC2217_PORT: Final = 2217
 DEFAULT_BAUD_RATE: Final = 115200
 
-# Condition types and the reasons KubeSerial writes.
-READY: Final = "Ready"
-AVAILABLE: Final = "Available"
-FREE: Final = "Free"
-CONDITION_TYPES: Final = (READY, AVAILABLE, FREE)
+# Condition types (and their reasons) live in kubeserial_common.vocabulary; the types are
+# re-exported here because they are part of the contract above.
+from kubeserial_common.vocabulary import AVAILABLE as AVAILABLE  # noqa: E402
+from kubeserial_common.vocabulary import CONDITION_TYPES as CONDITION_TYPES  # noqa: E402
+from kubeserial_common.vocabulary import FREE as FREE  # noqa: E402
+from kubeserial_common.vocabulary import READY as READY  # noqa: E402

@@ -216,13 +216,6 @@ class SerialDevice(Resource):
     spec: SerialDeviceSpec
     status: SerialDeviceStatus = Field(default_factory=SerialDeviceStatus)
 
-    def condition(self, condition_type: str) -> Condition | None:
-        return next((cond for cond in self.status.conditions if cond.type == condition_type), None)
-
-    def condition_is(self, condition_type: str, status: str) -> bool:
-        cond = self.condition(condition_type)
-        return cond is not None and cond.status == status
-
 
 class KubeSerial(Resource):
     kind_name = "KubeSerial"

@@ -12,6 +12,7 @@ from kubeserial_common import constants as c
 from kubeserial_common.errors import PermanentError, message_of, status_of
 from kubeserial_common.events import WARNING, EventRecorder
 from kubeserial_common.kube import CustomObjects
+from kubeserial_common.vocabulary import RECONCILE_FAILED
 from kubeserial_common.watching import run_informers
 from kubeserial_common.workqueue import WorkQueue, run_workers
 from kubeserial_controller import decisions as d
@@ -161,7 +162,7 @@ class Controller:
                 self.reconcilers.recorder.emit(
                     kind_of(obj, kind),
                     type_=WARNING,
-                    reason=exc.reason if isinstance(exc, PermanentError) else "ReconcileFailed",
+                    reason=exc.reason if isinstance(exc, PermanentError) else RECONCILE_FAILED,
                     message=detail,
                 )
             )

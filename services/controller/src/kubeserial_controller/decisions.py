@@ -8,14 +8,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kubeserial_common import constants as c
-from kubeserial_common.conditions import ConditionUpdate, find_condition
+from kubeserial_common.conditions import ConditionUpdate, get_condition
 from kubeserial_common.leases import lease_expiry, parse_time
 from kubeserial_common.names import monitor_lease_name
+from kubeserial_common.vocabulary import ALL_CHECKS_PASSED, MANAGER_NOT_AVAILABLE, NODE_LOST
 
 # Reasons the controller writes (the monitor and gateway own the others).
-ALL_CHECKS_PASSED = "AllChecksPassed"
-MANAGER_NOT_AVAILABLE = "ManagerNotAvailable"
-NODE_LOST = "NodeLost"
 
 Obj = Mapping[str, Any]
 
@@ -51,7 +49,7 @@ class Placement:
 
 def claimed_placement(device: Obj) -> Placement | None:
     status = device.get("status") or {}
-    available = find_condition(conditions_of(device), c.AVAILABLE)
+    available = get_condition(device, c.AVAILABLE)
     node, path = status.get("nodeName"), status.get("devicePath")
     if available is None or available.get("status") != "True" or not node or not path:
         return None
@@ -60,7 +58,7 @@ def claimed_placement(device: Obj) -> Placement | None:
 
 def last_confirmed(device: Obj) -> datetime | None:
     """When the monitor last claimed or re-confirmed the device (the later of transition and heartbeat)."""
-    available = find_condition(conditions_of(device), c.AVAILABLE)
+    available = get_condition(device, c.AVAILABLE)
     if available is None:
         return None
     times = [
@@ -202,13 +200,13 @@ def deployment_available(deployment: Obj | None) -> bool:
     meta, status = deployment.get("metadata") or {}, deployment.get("status") or {}
     if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
         return False
-    cond = find_condition(status.get("conditions") or [], "Available")
+    cond = get_condition(deployment, "Available")
     return cond is not None and cond.get("status") == "True" and int(status.get("availableReplicas") or 0) > 0
 
 
 def condition_state(device: Obj, condition_type: str) -> str:
     """ "True", "False", "Unknown", or "None" when the condition was never written (for metrics)."""
-    cond = find_condition(conditions_of(device), condition_type)
+    cond = get_condition(device, condition_type)
     return "None" if cond is None else str(cond.get("status"))
 
 
@@ -236,8 +234,8 @@ def changed_conditions(before: Obj, after: Obj, *, types: tuple[str, ...]) -> li
     """Conditions of `types` whose status or reason differs between two versions of an object."""
     changed = []
     for condition_type in types:
-        old = find_condition(conditions_of(before), condition_type) or {}
-        new = find_condition(conditions_of(after), condition_type)
+        old = get_condition(before, condition_type) or {}
+        new = get_condition(after, condition_type)
         if new is not None and (old.get("status"), old.get("reason")) != (
             new.get("status"),
             new.get("reason"),
@@ -266,7 +264,7 @@ def device_notices(before: Obj, after: Obj) -> list[Notice]:
         reason, status = str(cond.get("reason")), cond.get("status")
         if cond["type"] == c.AVAILABLE and reason != NODE_LOST:
             continue
-        if status == "True" and find_condition(conditions_of(before), cond["type"]) is None:
+        if status == "True" and get_condition(before, cond["type"]) is None:
             continue
         notices.append(
             Notice(reason=reason, message=str(cond.get("message") or reason), warning=status != "True")

@@ -13,7 +13,8 @@ import structlog
 from pydantic import ValidationError
 
 from kubeserial_common import constants as c
-from kubeserial_common.conditions import ConditionUpdate, find_condition
+from kubeserial_common import vocabulary as v
+from kubeserial_common.conditions import ConditionUpdate, get_condition
 from kubeserial_common.errors import AlreadyExists, PermanentError
 from kubeserial_common.events import NORMAL, WARNING, EventRecorder
 from kubeserial_common.kube import CustomObjects
@@ -151,7 +152,7 @@ class Reconcilers:
             spec = KubeSerial.model_validate(ks).spec
         except ValidationError as exc:
             if generation_unobserved(ks):
-                await self._event(ks, "KubeSerial", reason="InvalidSpec", message=str(exc), warning=True)
+                await self._event(ks, "KubeSerial", reason=v.INVALID_SPEC, message=str(exc), warning=True)
                 await self._write_kubeserial_status(ks, devices=len(owned))
             return None
         label = kubeserial_label_value(namespace, name)
@@ -251,7 +252,7 @@ class Reconcilers:
         if placement is not None and liveness is not None and liveness.lost:
             placement = None
         await self._reconcile_gateway(device, placement)
-        ready = find_condition(d.conditions_of(device), c.READY)
+        ready = get_condition(device, c.READY)
         manager = (device.get("spec") or {}).get("manager")
         wanted_request = (
             manager_request_name(name, manager)
@@ -418,7 +419,7 @@ class Reconcilers:
             manager_spec = ManagerSpec.model_validate(manager.get("spec") or {})
         except ValidationError as exc:
             raise PermanentError(
-                "InvalidManager", f"Manager {spec.get('manager')} is invalid: {exc}"
+                v.INVALID_MANAGER, f"Manager {spec.get('manager')} is invalid: {exc}"
             ) from exc
         kubeserial = self.world.kubeserial_of(device)
         ingress = None
@@ -434,7 +435,7 @@ class Reconcilers:
             )
         except PodSpecError as exc:
             raise PermanentError(
-                "ManagerNotConnectable",
+                v.MANAGER_NOT_CONNECTABLE,
                 f"the pod of Manager {spec.get('manager')} cannot be connected to device"
                 f" {spec.get('device')}: {exc}",
             ) from exc

@@ -14,38 +14,22 @@ from typing import Any, Final
 import structlog
 
 from kubeserial_common.backoff import Backoff
-from kubeserial_common.conditions import ConditionUpdate, condition_status, find_condition
-from kubeserial_common.constants import AVAILABLE, FREE, SERIALDEVICES
+from kubeserial_common.conditions import ConditionUpdate
+from kubeserial_common.constants import SERIALDEVICES
 from kubeserial_common.errors import ApiError
+from kubeserial_common.free import free_for_session
 from kubeserial_common.status import StatusObjects, conditions_patch, write_status
 from kubeserial_gateway.metrics import GatewayMetrics
 
 log = structlog.get_logger(__name__)
 
-IN_USE: Final = "InUse"
-NO_SESSION: Final = "NoSession"
-DEVICE_UNAVAILABLE: Final = "DeviceUnavailable"  # the monitor's reason; used when our InUse would go stale
 RETRY_BACKOFF: Final = Backoff(base=0.2, cap=30.0)
 
 
 def free_update(obj: dict[str, Any], *, peer: str | None) -> ConditionUpdate | None:
-    """The Free condition the gateway wants given the object as it is now (None: leave it alone).
-
-    With no session, Free=True only while the device is available (or nobody says otherwise): when
-    the monitor has released the device it owns Free (False/DeviceUnavailable) and we must not
-    overwrite that. An InUse we wrote earlier is never left behind, though.
-    """
-    generation = obj.get("metadata", {}).get("generation")
-    if peer is not None:
-        return ConditionUpdate(FREE, "False", IN_USE, f"session open from {peer}", generation)
-    if condition_status(obj, AVAILABLE) in (None, "True"):
-        return ConditionUpdate(FREE, "True", NO_SESSION, "no client session is open", generation)
-    current = find_condition(obj.get("status", {}).get("conditions") or [], FREE)
-    if current is not None and current.get("reason") == IN_USE:
-        return ConditionUpdate(
-            FREE, "False", DEVICE_UNAVAILABLE, "session ended; the device is not available", generation
-        )
-    return None
+    """The Free condition the gateway wants given the object as it is now (None: leave it alone);
+    the rule shared with the monitor is kubeserial_common.free."""
+    return free_for_session(obj, peer=peer)
 
 
 def free_status_patch(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from kubeserial_common import constants as c
-from kubeserial_common.conditions import find_condition
+from kubeserial_common.conditions import get_condition
 from kubeserial_common.models import DEVICE_NAME, DEVICE_NAME_MAX
 from kubeserial_common.podspec import (
     BridgeSettings,
@@ -143,9 +143,7 @@ def device_problem(device: str, obj: Mapping[str, Any] | None) -> str | None:
     """Why a requested device cannot be used right now (a warning), or None when it can."""
     if obj is None:
         return None
-    status = obj.get("status")
-    conditions = status.get("conditions") if isinstance(status, dict) else None
-    available = find_condition(conditions if isinstance(conditions, list) else [], c.AVAILABLE)
+    available = get_condition(obj, c.AVAILABLE)
     if available is not None and available.get("status") == "True":
         return None
     detail = (

@@ -1,7 +1,7 @@
 """Claim and release decisions for a SerialDevice's status, as pure functions over the wire form.
 
 The monitor owns status.nodeName, status.devicePath and the Available condition. It sets Free only
-when it claims (Free=True, no session yet) or releases (Free=False); the gateway owns Free otherwise.
+when it claims or releases; the gateway owns Free otherwise (the rule: kubeserial_common.free).
 """
 
 from dataclasses import dataclass
@@ -10,11 +10,9 @@ from typing import Any
 
 from kubeserial_common import constants as c
 from kubeserial_common.conditions import ConditionUpdate, condition_status
+from kubeserial_common.free import free_at_claim, free_at_release
 from kubeserial_common.status import conditions_patch
-
-DEVICE_AVAILABLE = "DeviceAvailable"
-DEVICE_UNAVAILABLE = "DeviceUnavailable"
-NO_SESSION = "NoSession"
+from kubeserial_common.vocabulary import DEVICE_AVAILABLE, DEVICE_UNAVAILABLE
 
 
 class Change(Enum):
@@ -55,7 +53,7 @@ def decide(obj: dict[str, Any], *, node: str, device_path: str | None, now: str)
             ConditionUpdate(c.AVAILABLE, "True", DEVICE_AVAILABLE, f"{device_path} on node {node}"),
         ]
         if claiming:
-            updates.append(ConditionUpdate(c.FREE, "True", NO_SESSION, "no client session"))
+            updates.append(free_at_claim())
         conditions = conditions_patch(obj, updates, now=now)
         fields_current = status.get("nodeName") == node and status.get("devicePath") == device_path
         if conditions is None and fields_current:
@@ -68,7 +66,7 @@ def decide(obj: dict[str, Any], *, node: str, device_path: str | None, now: str)
         obj,
         [
             ConditionUpdate(c.AVAILABLE, "False", DEVICE_UNAVAILABLE, f"unplugged from node {node}"),
-            ConditionUpdate(c.FREE, "False", DEVICE_UNAVAILABLE, "device unavailable"),
+            free_at_release(),
         ],
         now=now,
     )

@@ -26,6 +26,7 @@ from kubeserial_common.leases import LeaseHolder
 from kubeserial_common.models import SerialDeviceSpec
 from kubeserial_common.names import monitor_lease_name
 from kubeserial_common.status import write_status
+from kubeserial_common.vocabulary import DEVICE_AVAILABLE, DEVICE_UNAVAILABLE
 from kubeserial_common.watching import Informer
 from kubeserial_common.workqueue import WorkQueue, run_workers
 from kubeserial_monitor.claims import Change, decide, owned_by, owner
@@ -217,10 +218,10 @@ class Monitor:
         log.info(f"device {outcome}", device=name, node=self.settings.node, path=tty and tty.device_path)
         if change is Change.CLAIM and tty is not None:
             self._post_event(
-                obj, "DeviceAvailable", f"found at {tty.device_path} on node {self.settings.node}"
+                obj, DEVICE_AVAILABLE, f"found at {tty.device_path} on node {self.settings.node}"
             )
         elif change is Change.RELEASE:
-            self._post_event(obj, "DeviceUnavailable", f"removed from node {self.settings.node}")
+            self._post_event(obj, DEVICE_UNAVAILABLE, f"removed from node {self.settings.node}")
 
     def _post_event(self, obj: dict[str, Any], reason: str, message: str) -> None:
         """In the background: the next transition of this device must not wait for an Event."""
