@@ -87,6 +87,13 @@ class ControlPlane:
     # discovers resource types at start and then only every 30 s, so CRDs installed later are not
     # cascaded for up to a minute.
     preinstall: tuple[Path, ...] = ()
+    # Real-node mode (nodes.py): every process runs in this named network namespace, joined to
+    # the pids cgroup `cgroup` (so a crashed run can be killed by cgroup), the apiserver listens
+    # on `address` there, and the host reaches it through a forwarder on host loopback.
+    netns: str | None = None
+    address: str = "127.0.0.1"
+    cgroup: str | None = None
+    node_monitor_grace_period: str = "16s"
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
 
@@ -108,7 +115,28 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.ports['apiserver']}"
+        """The apiserver as this (host) process reaches it."""
+        return f"https://127.0.0.1:{self.ports['apiserver-host' if self.netns else 'apiserver']}"
+
+    @property
+    def internal_server(self) -> str:
+        """The apiserver as processes inside the network namespace (kubelets, pods' nodes) reach it."""
+        return f"https://{self.address}:{self.ports['apiserver']}"
+
+    @property
+    def internal_kubeconfig(self) -> Path:
+        return self.root / "internal.kubeconfig" if self.netns else self.kubeconfig
+
+    def command_prefix(self, *, in_netns: bool = True) -> list[str]:
+        """argv prefix that puts a process into the cgroup and (unless in_netns=False) the netns."""
+        prefix: list[str] = []
+        if self.cgroup:
+            # The shell joins the cgroup, then execs: the recorded PID is the process itself.
+            procs = f"/sys/fs/cgroup/pids{self.cgroup}/cgroup.procs"
+            prefix += ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh"]
+        if self.netns and in_netns:
+            prefix += ["nsenter", f"--net=/run/netns/{self.netns}"]
+        return prefix
 
     # -- setup -----------------------------------------------------------------------------------
 
@@ -121,7 +149,7 @@ class ControlPlane:
             ca_cert,
             common_name="kube-apiserver",
             dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
-            ip_addresses=("127.0.0.1", "10.96.0.1"),
+            ip_addresses=tuple(dict.fromkeys(("127.0.0.1", "10.96.0.1", self.address))),
             server=True,
         ).write(self.pki_dir, "apiserver")
         pki.issue(
@@ -139,13 +167,16 @@ class ControlPlane:
             },
         )
         self.kubeconfig.write_text(yaml.safe_dump(config))
+        if self.netns:
+            config["clusters"][0]["cluster"]["server"] = self.internal_server
+            self.internal_kubeconfig.write_text(yaml.safe_dump(config))
 
-    def _spawn(self, name: str, args: list[str], *, detach: bool) -> None:
+    def _spawn(self, name: str, args: list[str], *, detach: bool, in_netns: bool = True) -> None:
         logs = self.root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / f"{name}.log", "ab") as log_file:
             self.processes[name] = subprocess.Popen(
-                args,
+                [*self.command_prefix(in_netns=in_netns), *args],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -177,13 +208,27 @@ class ControlPlane:
     ) -> None:
         """Start a kube-apiserver on etcd; `name`/`port` allow a second one on the same etcd (fault tests)."""
         bins = control_plane_binaries()
+        if self.netns:
+            real_nodes = [
+                # Pods reach it through the `kubernetes` Service: its Endpoints must name this address.
+                "--endpoint-reconciler-type=lease",
+                # Otherwise logs/exec resolve the node name through the machine's DNS and fail.
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
+                f"--kubelet-client-certificate={self.pki_dir / 'admin.crt'}",
+                f"--kubelet-client-key={self.pki_dir / 'admin.key'}",
+                # Webhooks and aggregated APIs are called at their endpoints' pod IPs: no kube-proxy
+                # runs beside the apiserver to route ClusterIPs.
+                "--enable-aggregator-routing=true",
+            ]
+        else:
+            real_nodes = ["--endpoint-reconciler-type=none"]
         self._spawn(
             name,
             [
                 str(bins / "kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={port or self.ports['apiserver']}",
                 f"--tls-cert-file={self.pki_dir / 'apiserver.crt'}",
                 f"--tls-private-key-file={self.pki_dir / 'apiserver.key'}",
@@ -193,7 +238,7 @@ class ControlPlane:
                 f"--service-account-key-file={self.pki_dir / 'sa.key'}",
                 f"--service-account-signing-key-file={self.pki_dir / 'sa.key'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--endpoint-reconciler-type=none",
+                *real_nodes,
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",
@@ -203,32 +248,64 @@ class ControlPlane:
 
     def start(self, *, detach: bool = False, timeout: float = 90.0) -> "ControlPlane":
         self.root.mkdir(parents=True, exist_ok=True)
-        self.ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver")}
+        if self.netns:
+            # The namespace is private: well-known ports; the host side gets a free loopback port.
+            self.ports = {"etcd": 2379, "etcd-peer": 2380, "apiserver": 6443, "apiserver-host": free_port()}
+        else:
+            self.ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver")}
         self._write_pki()
         self._write_kubeconfig()
         bins = control_plane_binaries()
         self._start_etcd(detach=detach)
         self.start_apiserver(detach=detach)
+        if self.netns:
+            self._spawn(
+                "apiserver-forward",
+                [
+                    sys.executable,
+                    "-m",
+                    "kubeserial_testing.netns_forward",
+                    f"--listen=127.0.0.1:{self.ports['apiserver-host']}",
+                    f"--netns=/run/netns/{self.netns}",
+                    f"--to={self.address}:{self.ports['apiserver']}",
+                ],
+                detach=detach,
+                in_netns=False,
+            )
         self.wait_ready(timeout=timeout)
         for directory in self.preinstall:
             self.kubectl("apply", "-k", str(directory))
         if self.preinstall:
             self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-        common = [f"--kubeconfig={self.kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1"]
+        common = [
+            f"--kubeconfig={self.internal_kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+        ]
+        if self.netns:
+            controllers = [
+                # Real kubelets: node lifecycle marks dead nodes NotReady and lifts the not-ready
+                # taint; pod CIDRs are set on the Node objects by nodes.py (no IPAM).
+                "--controllers=*,-nodeipam",
+                "--node-monitor-period=2s",
+                f"--node-monitor-grace-period={self.node_monitor_grace_period}",
+            ]
+        else:
+            # No kubelets here: node lifecycle would taint the simulated nodes unreachable.
+            controllers = ["--controllers=*,-nodelifecycle,-nodeipam"]
         if self.with_controller_manager:
             self._spawn(
                 "kube-controller-manager",
                 [
                     str(bins / "kube-controller-manager"),
                     *common,
-                    f"--authentication-kubeconfig={self.kubeconfig}",
-                    f"--authorization-kubeconfig={self.kubeconfig}",
+                    f"--authentication-kubeconfig={self.internal_kubeconfig}",
+                    f"--authorization-kubeconfig={self.internal_kubeconfig}",
                     f"--secure-port={free_port()}",
                     f"--service-account-private-key-file={self.pki_dir / 'sa.key'}",
                     f"--root-ca-file={self.ca_file}",
                     f"--service-cluster-ip-range={SERVICE_CIDR}",
-                    # No kubelets here: node lifecycle would taint the simulated nodes unreachable.
-                    "--controllers=*,-nodelifecycle,-nodeipam",
+                    *controllers,
                     "--concurrent-gc-syncs=5",
                 ],
                 detach=detach,
@@ -239,8 +316,8 @@ class ControlPlane:
                 [
                     str(bins / "kube-scheduler"),
                     *common,
-                    f"--authentication-kubeconfig={self.kubeconfig}",
-                    f"--authorization-kubeconfig={self.kubeconfig}",
+                    f"--authentication-kubeconfig={self.internal_kubeconfig}",
+                    f"--authorization-kubeconfig={self.internal_kubeconfig}",
                     f"--secure-port={free_port()}",
                 ],
                 detach=detach,
@@ -285,8 +362,9 @@ class ControlPlane:
     def etcdctl(self, *args: str) -> str:
         binary = etcd_binary().parent / "etcdctl"
         endpoint = f"--endpoints=http://127.0.0.1:{self.ports['etcd']}"
+        nsenter = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
         return subprocess.run(
-            [str(binary), endpoint, *args], check=True, capture_output=True, text=True
+            [*nsenter, str(binary), endpoint, *args], check=True, capture_output=True, text=True
         ).stdout
 
     def compact_etcd(self) -> int:

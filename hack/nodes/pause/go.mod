@@ -1,0 +1,3 @@
+module kubeserial.local/pause
+
+go 1.22
