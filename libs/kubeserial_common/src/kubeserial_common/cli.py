@@ -4,6 +4,7 @@ import argparse
 import os
 
 from kubeserial_common.constants import DEFAULT_NAMESPACE
+from kubeserial_common.gatewayargs import HEALTH_PORT
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, health_port: int) -> None:
@@ -24,7 +25,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, health_port: int) -
         help="auto: console on a terminal, JSON otherwise",
     )
     parser.add_argument(
-        "--health-port",
+        HEALTH_PORT,
         type=int,
         default=int(os.environ.get("KUBESERIAL_HEALTH_PORT", health_port)),
         help=f"port for /healthz, /readyz and /metrics (default {health_port}; 0 picks a free port)",

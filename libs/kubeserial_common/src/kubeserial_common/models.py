@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from kubeserial_common import constants as c
+from kubeserial_common import resources
 
 HEX4 = r"^[0-9a-fA-F]{4}$"
 # A DNS-1123 label that starts with a letter: device names become Service names (`<name>-gateway`).
@@ -172,6 +173,7 @@ class ObjectMeta(Model):
 class Resource(Model):
     """Common shape of a custom resource; subclasses declare their CRD metadata."""
 
+    info: ClassVar[resources.ResourceInfo]  # apiVersion, kind, plural, scope: kubeserial_common.resources
     kind_name: ClassVar[str]
     plural: ClassVar[str]
     namespaced: ClassVar[bool]
@@ -186,9 +188,10 @@ class Resource(Model):
 
 
 class SerialDevice(Resource):
-    kind_name = "SerialDevice"
-    plural = c.SERIALDEVICES
-    namespaced = False
+    info = resources.SERIALDEVICE
+    kind_name = info.kind
+    plural = info.plural
+    namespaced = info.namespaced
     short_names = ("sd",)
     description = "A USB serial device KubeSerial finds on a node and serves over the network."
     printer_columns = (
@@ -218,9 +221,10 @@ class SerialDevice(Resource):
 
 
 class KubeSerial(Resource):
-    kind_name = "KubeSerial"
-    plural = c.KUBESERIALS
-    namespaced = True
+    info = resources.KUBESERIAL
+    kind_name = info.kind
+    plural = info.plural
+    namespaced = info.namespaced
     short_names = ("ks",)
     description = "A set of serial devices to manage, with shared settings."
     cel_rules = (
@@ -238,9 +242,10 @@ class KubeSerial(Resource):
 
 
 class Manager(Resource):
-    kind_name = "Manager"
-    plural = c.MANAGERS
-    namespaced = False
+    info = resources.MANAGER
+    kind_name = info.kind
+    plural = info.plural
+    namespaced = info.namespaced
     description = "An application KubeSerial runs for a device that names it (e.g. OctoPrint)."
     cel_rules = (
         {
@@ -260,9 +265,10 @@ class Manager(Resource):
 
 
 class ManagerScheduleRequest(Resource):
-    kind_name = "ManagerScheduleRequest"
-    plural = c.MANAGERSCHEDULEREQUESTS
-    namespaced = False
+    info = resources.MANAGERSCHEDULEREQUEST
+    kind_name = info.kind
+    plural = info.plural
+    namespaced = info.namespaced
     short_names = ("msr",)
     description = "A request, made by the controller, to run a Manager for a device."
     printer_columns = (

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from kubeserial_common.constants import DEFAULT_NAMESPACE
+from kubeserial_common.gatewayargs import BridgeArgs
 from kubeserial_common.names import device_env, env_prefix, rfc2217_url
 
 DEFAULT_BRIDGE_IMAGE: Final = "kubeserial/gateway:latest"
@@ -151,16 +152,12 @@ def bridge_container(
     container: dict[str, Any] = {
         "name": bridge_container_name(link.device),
         "image": settings.image,
-        "args": [
-            "bridge",
-            "--url",
-            rfc2217_url(link.device, settings.namespace),
-            "--link",
-            f"{LINKS_MOUNT}/{posixpath.basename(link.tty_path)}",
-            "--via-proc",
-            "--health-port",
-            str(health_port),
-        ],
+        "args": BridgeArgs(
+            url=rfc2217_url(link.device, settings.namespace),
+            link=f"{LINKS_MOUNT}/{posixpath.basename(link.tty_path)}",
+            via_proc=True,
+            health_port=health_port,
+        ).argv(),
         "restartPolicy": "Always",
         "env": [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
         "volumeMounts": [{"name": LINKS_VOLUME, "mountPath": LINKS_MOUNT}],

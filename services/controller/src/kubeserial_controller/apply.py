@@ -10,10 +10,9 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from kubeserial_common import constants as c
+from kubeserial_common import resources as r
 from kubeserial_common.errors import Conflict, NotFound
 from kubeserial_common.kube import read_json
-from kubeserial_common.models import ALL_RESOURCES
 
 APPLY_PATCH = "application/apply-patch+yaml"
 FIELD_MANAGER = "kubeserial-controller"
@@ -25,7 +24,6 @@ Call = Callable[..., Awaitable[Any]]
 class KindCalls:
     patch: Call  # (name, [namespace,] body, **kwargs)
     delete: Call  # (name, [namespace,] body=..., **kwargs)
-    namespaced: bool
 
 
 @dataclass(frozen=True)
@@ -39,31 +37,28 @@ class Applier:
         apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
         networking, custom = client.NetworkingV1Api(api), client.CustomObjectsApi(api)
         self.field_manager = field_manager
-        self.kinds: dict[tuple[str, str], KindCalls] = {
-            ("apps/v1", "Deployment"): KindCalls(
-                apps.patch_namespaced_deployment, apps.delete_namespaced_deployment, True
-            ),
-            ("v1", "Service"): KindCalls(core.patch_namespaced_service, core.delete_namespaced_service, True),
-            ("v1", "ConfigMap"): KindCalls(
-                core.patch_namespaced_config_map, core.delete_namespaced_config_map, True
-            ),
-            ("networking.k8s.io/v1", "Ingress"): KindCalls(
-                networking.patch_namespaced_ingress, networking.delete_namespaced_ingress, True
-            ),
+        # The client's calls for each kind the controller writes; what a kind is comes from the registry.
+        self.kinds: dict[r.ResourceInfo, KindCalls] = {
+            r.DEPLOYMENT: KindCalls(apps.patch_namespaced_deployment, apps.delete_namespaced_deployment),
+            r.SERVICE: KindCalls(core.patch_namespaced_service, core.delete_namespaced_service),
+            r.CONFIGMAP: KindCalls(core.patch_namespaced_config_map, core.delete_namespaced_config_map),
+            r.INGRESS: KindCalls(networking.patch_namespaced_ingress, networking.delete_namespaced_ingress),
         }
-        for resource in ALL_RESOURCES:
+        for resource in r.CUSTOM:
             if resource.namespaced:
                 continue
-            self.kinds[(c.API_VERSION, resource.kind_name)] = KindCalls(
-                _bind_custom(custom.patch_cluster_custom_object, resource.plural),
-                _bind_custom(custom.delete_cluster_custom_object, resource.plural),
-                False,
+            self.kinds[resource] = KindCalls(
+                _bind_custom(custom.patch_cluster_custom_object, resource),
+                _bind_custom(custom.delete_cluster_custom_object, resource),
             )
 
-    def _calls(self, obj: Mapping[str, Any], *, kind: str | None = None) -> tuple[KindCalls, list[str]]:
+    def _calls(
+        self, obj: Mapping[str, Any], *, resource: r.ResourceInfo | None = None
+    ) -> tuple[KindCalls, list[str]]:
         meta = obj["metadata"]
-        calls = self.kinds[(obj.get("apiVersion", ""), kind or obj.get("kind", ""))]
-        return calls, [meta["name"], meta["namespace"]] if calls.namespaced else [meta["name"]]
+        resource = resource or r.by_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
+        calls = self.kinds[resource]
+        return calls, [meta["name"], meta["namespace"]] if resource.namespaced else [meta["name"]]
 
     async def apply(self, obj: Mapping[str, Any]) -> Applied:
         """Create or repair `obj` (the full desired state of the fields the controller owns)."""
@@ -79,9 +74,9 @@ class Applier:
         created = response.status == 201
         return Applied(obj=await read_json(response), created=created)
 
-    async def delete(self, obj: Mapping[str, Any], *, api_version: str, kind: str) -> bool:
+    async def delete(self, obj: Mapping[str, Any], *, resource: r.ResourceInfo) -> bool:
         """Delete exactly this object (uid precondition); False when it was already gone."""
-        calls, names = self._calls({**obj, "apiVersion": api_version}, kind=kind)
+        calls, names = self._calls(obj, resource=resource)
         body = {"preconditions": {"uid": obj["metadata"]["uid"]}, "propagationPolicy": "Background"}
         try:
             await calls.delete(*names, body=body)
@@ -91,8 +86,8 @@ class Applier:
         return True
 
 
-def _bind_custom(method: Call, plural: str) -> Call:
+def _bind_custom(method: Call, resource: r.ResourceInfo) -> Call:
     async def call(name: str, *args: Any, **kwargs: Any) -> Any:
-        return await method(c.GROUP, c.VERSION, plural, name, *args, **kwargs)
+        return await method(resource.group, resource.version, resource.plural, name, *args, **kwargs)
 
     return call

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeserial_common import constants as c
+from kubeserial_common import resources as r
+from kubeserial_common.gatewayargs import ServeArgs
 from kubeserial_common.models import IngressSpec, ManagerSpec, SerialDeviceEntry
 from kubeserial_common.names import (
     gateway_name,
@@ -85,12 +87,12 @@ def gateway_labels(device_name: str) -> dict[str, str]:
 
 
 def gateway_args(device: Obj, placement: Placement) -> list[str]:
-    name = device["metadata"]["name"]
-    args = ["serve", "--device", placement.device_path, "--device-name", name]
     baud_rate = (device.get("spec") or {}).get("baudRate")
-    if baud_rate:
-        args += ["--baud-rate", str(baud_rate)]
-    return args
+    return ServeArgs(
+        device=placement.device_path,
+        device_name=device["metadata"]["name"],
+        baud_rate=int(baud_rate) if baud_rate else None,
+    ).argv()
 
 
 def desired_gateway_deployment(
@@ -129,7 +131,7 @@ def desired_gateway_deployment(
         "volumeMounts": [{"name": "dev", "mountPath": "/dev"}],
     }
     return {
-        "apiVersion": "apps/v1",
+        "apiVersion": r.DEPLOYMENT.api_version,
         "kind": "Deployment",
         "metadata": _metadata(
             gateway_name(name),
@@ -281,7 +283,7 @@ def desired_manager_objects(
         template_meta["annotations"] = {CONFIG_HASH_ANNOTATION: digest}
     objects.append(
         {
-            "apiVersion": "apps/v1",
+            "apiVersion": r.DEPLOYMENT.api_version,
             "kind": "Deployment",
             "metadata": meta(),
             "spec": {
@@ -343,4 +345,4 @@ def desired_manager_ingress(
         spec["ingressClassName"] = ingress.ingress_class_name
     if ingress.annotations:
         metadata = {**metadata, "annotations": dict(ingress.annotations)}
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": spec}
+    return {"apiVersion": r.INGRESS.api_version, "kind": r.INGRESS.kind, "metadata": metadata, "spec": spec}

@@ -13,6 +13,7 @@ import structlog
 from pydantic import ValidationError
 
 from kubeserial_common import constants as c
+from kubeserial_common import resources as r
 from kubeserial_common import vocabulary as v
 from kubeserial_common.conditions import ConditionUpdate, get_condition
 from kubeserial_common.errors import AlreadyExists, PermanentError
@@ -40,13 +41,9 @@ Obj = dict[str, Any]
 NodeKey = str
 KubeSerialKey = tuple[str, str]
 
-# Child kinds of a ManagerScheduleRequest, with their apiVersion (list items carry no kind).
-MANAGER_CHILD_KINDS = {
-    "ConfigMap": "v1",
-    "Deployment": "apps/v1",
-    "Service": "v1",
-    "Ingress": "networking.k8s.io/v1",
-}
+# Child kinds of a ManagerScheduleRequest, and of a SerialDevice (its gateway).
+MANAGER_CHILDREN = (r.CONFIGMAP, r.DEPLOYMENT, r.SERVICE, r.INGRESS)
+GATEWAY_CHILDREN = (r.DEPLOYMENT, r.SERVICE)
 RECHECK_MARGIN = 0.1  # seconds after a deadline, so the check runs when it has really passed
 
 
@@ -65,7 +62,8 @@ class Settings:
 
 def kind_of(obj: Mapping[str, Any], kind: str) -> Obj:
     """One of KubeSerial's own objects, sure to carry apiVersion and kind (Events name them)."""
-    return {**obj, "apiVersion": c.API_VERSION, "kind": kind}
+    info = r.by_kind(c.API_VERSION, kind)
+    return {**obj, "apiVersion": info.api_version, "kind": info.kind}
 
 
 def name_of(obj: Mapping[str, Any]) -> str:
@@ -110,8 +108,8 @@ class Reconcilers:
         applied = await self.applier.apply(want)
         return Ensured(created=applied.created, repaired=current is not None and not applied.created)
 
-    async def _delete(self, obj: Obj, *, api_version: str, kind: str) -> bool:
-        return await self.applier.delete(obj, api_version=api_version, kind=kind)
+    async def _delete(self, obj: Obj, *, resource: r.ResourceInfo) -> bool:
+        return await self.applier.delete(obj, resource=resource)
 
     # -- KubeSerial ------------------------------------------------------------------------------
 
@@ -122,7 +120,7 @@ class Reconcilers:
             # Gone without our finalizer running (removed by hand, or deleted while no controller
             # ran): its devices would otherwise stay forever.
             for orphan in self.world.devices_of(namespace, name):
-                if await self._delete(orphan, api_version=c.API_VERSION, kind="SerialDevice"):
+                if await self._delete(orphan, resource=r.SERIALDEVICE):
                     log.info(
                         "deleted SerialDevice of a deleted KubeSerial", device=name_of(orphan), kubeserial=key
                     )
@@ -134,7 +132,7 @@ class Reconcilers:
             if c.KUBESERIAL_FINALIZER not in finalizers:
                 return None
             for device in owned:
-                if await self._delete(device, api_version=c.API_VERSION, kind="SerialDevice"):
+                if await self._delete(device, resource=r.SERIALDEVICE):
                     await self._event(
                         ks,
                         "KubeSerial",
@@ -185,9 +183,7 @@ class Reconcilers:
                 )
         for device in owned:
             device_name = device["metadata"]["name"]
-            if device_name not in wanted and await self._delete(
-                device, api_version=c.API_VERSION, kind="SerialDevice"
-            ):
+            if device_name not in wanted and await self._delete(device, resource=r.SERIALDEVICE):
                 await self._event(
                     ks,
                     "KubeSerial",
@@ -272,13 +268,12 @@ class Reconcilers:
 
     async def _reconcile_gateway(self, device: Obj, placement: d.Placement | None) -> None:
         name = device["metadata"]["name"]
-        children = (("Deployment", "apps/v1"), ("Service", "v1"))
         if placement is None:
             removed = False
-            for kind, api_version in children:
-                current = self.world.child(kind, gateway_name(name))
+            for resource in GATEWAY_CHILDREN:
+                current = self.world.child(resource.kind, gateway_name(name))
                 if current is not None and d.controlled_by(current, device):
-                    removed = await self._delete(current, api_version=api_version, kind=kind) or removed
+                    removed = await self._delete(current, resource=resource) or removed
             if removed:
                 await self._event(
                     device,
@@ -314,7 +309,7 @@ class Reconcilers:
             if (
                 request_name != wanted
                 and d.controlled_by(request, device)
-                and await self._delete(request, api_version=c.API_VERSION, kind="ManagerScheduleRequest")
+                and await self._delete(request, resource=r.MANAGERSCHEDULEREQUEST)
             ):
                 await self._event(
                     device,
@@ -375,10 +370,14 @@ class Reconcilers:
                 )
         if desired is not None:
             wanted_kinds = {obj["kind"] for obj in desired}
-            for kind, api_version in MANAGER_CHILD_KINDS.items():
-                current = self.world.child(kind, name)
-                if kind not in wanted_kinds and current is not None and d.controlled_by(current, request):
-                    await self._delete(current, api_version=api_version, kind=kind)
+            for resource in MANAGER_CHILDREN:
+                current = self.world.child(resource.kind, name)
+                if (
+                    resource.kind not in wanted_kinds
+                    and current is not None
+                    and d.controlled_by(current, request)
+                ):
+                    await self._delete(current, resource=resource)
         deployment = self.world.child("Deployment", name)
         fulfilled = (
             (desired is None or bool(desired))

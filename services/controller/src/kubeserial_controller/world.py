@@ -11,6 +11,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from kubeserial_common import constants as c
+from kubeserial_common import resources as r
 from kubeserial_common.names import kubeserial_label_value, monitor_lease_name
 from kubeserial_common.watching import Informer
 
@@ -29,36 +30,39 @@ class World:
         apps, networking = client.AppsV1Api(api), client.NetworkingV1Api(api)
         coordination = client.CoordinationV1Api(api)
 
-        def informer(kind: str, list_call: Callable[..., Any], **list_kwargs: Any) -> Informer:
+        def informer(resource: r.ResourceInfo, list_call: Callable[..., Any], **list_kwargs: Any) -> Informer:
             # Calls are wrapped in partial() so the watch does not build client models we never read.
             return Informer(
                 list_call=list_call,
-                handler=partial(on_event, kind),
-                name=kind,
+                handler=partial(on_event, resource.kind),
+                name=resource.kind,
                 list_kwargs=list_kwargs,
                 resync_seconds=resync_seconds,
             )
 
-        def custom_informer(kind: str, plural: str) -> Informer:
-            return informer(kind, partial(custom.list_cluster_custom_object, c.GROUP, c.VERSION, plural))
+        def custom_informer(resource: r.ResourceInfo) -> Informer:
+            list_call = partial(
+                custom.list_cluster_custom_object, resource.group, resource.version, resource.plural
+            )
+            return informer(resource, list_call)
 
-        self.kubeserials = custom_informer("KubeSerial", c.KUBESERIALS)  # every namespace
-        self.devices = custom_informer("SerialDevice", c.SERIALDEVICES)
-        self.managers = custom_informer("Manager", c.MANAGERS)
-        self.requests = custom_informer("ManagerScheduleRequest", c.MANAGERSCHEDULEREQUESTS)
+        self.kubeserials = custom_informer(r.KUBESERIAL)  # every namespace
+        self.devices = custom_informer(r.SERIALDEVICE)
+        self.managers = custom_informer(r.MANAGER)
+        self.requests = custom_informer(r.MANAGERSCHEDULEREQUEST)
         owned = {"label_selector": OWNED_SELECTOR}
         self.deployments = informer(
-            "Deployment", partial(apps.list_namespaced_deployment, namespace), **owned
+            r.DEPLOYMENT, partial(apps.list_namespaced_deployment, namespace), **owned
         )
-        self.services = informer("Service", partial(core.list_namespaced_service, namespace), **owned)
-        self.config_maps = informer("ConfigMap", partial(core.list_namespaced_config_map, namespace), **owned)
-        self.ingresses = informer("Ingress", partial(networking.list_namespaced_ingress, namespace), **owned)
-        self.leases = informer("Lease", partial(coordination.list_namespaced_lease, namespace))
+        self.services = informer(r.SERVICE, partial(core.list_namespaced_service, namespace), **owned)
+        self.config_maps = informer(r.CONFIGMAP, partial(core.list_namespaced_config_map, namespace), **owned)
+        self.ingresses = informer(r.INGRESS, partial(networking.list_namespaced_ingress, namespace), **owned)
+        self.leases = informer(r.LEASE, partial(coordination.list_namespaced_lease, namespace))
         self.children = {
-            "Deployment": self.deployments,
-            "Service": self.services,
-            "ConfigMap": self.config_maps,
-            "Ingress": self.ingresses,
+            r.DEPLOYMENT.kind: self.deployments,
+            r.SERVICE.kind: self.services,
+            r.CONFIGMAP.kind: self.config_maps,
+            r.INGRESS.kind: self.ingresses,
         }
 
     def informers(self) -> list[Informer]:

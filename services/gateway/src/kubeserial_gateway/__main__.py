@@ -13,13 +13,14 @@ import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 from prometheus_client import CollectorRegistry
 
+from kubeserial_common import gatewayargs as ga
 from kubeserial_common.cli import add_common_arguments
 from kubeserial_common.constants import DEFAULT_BAUD_RATE, RAW_PORT, RFC2217_PORT
+from kubeserial_common.gatewayargs import parse_gateway_url as parse_gateway_url  # the bridge --url contract
 from kubeserial_common.health import HealthServer
 from kubeserial_common.logs import configure_logging
 from kubeserial_gateway.bridge import Bridge
@@ -44,21 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,bridge}")
 
     serve = commands.add_parser(
-        "serve",
+        ga.SERVE,
         help="serve a serial device",
         description="Serve a serial device: raw TCP (socket://) and RFC 2217 (rfc2217://), one session at a "
         "time. Keeps running when the device goes away and reopens it when it comes back.",
     )
+    serve.add_argument(ga.DEVICE, required=True, help="path of the serial device, e.g. /dev/serial/by-id/...")
     serve.add_argument(
-        "--device", required=True, help="path of the serial device, e.g. /dev/serial/by-id/..."
-    )
-    serve.add_argument(
-        "--device-name",
+        ga.DEVICE_NAME,
         help="SerialDevice whose Free condition this gateway maintains (needs get serialdevices and "
         "get/patch serialdevices/status)",
     )
     serve.add_argument(
-        "--baud-rate",
+        ga.BAUD_RATE,
         type=int,
         default=DEFAULT_BAUD_RATE,
         help=f"baud rate between sessions (default {DEFAULT_BAUD_RATE})",
@@ -83,16 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_event_loop_argument(serve)
 
     bridge = commands.add_parser(
-        "bridge",
+        ga.BRIDGE,
         help="give an application a local tty backed by a gateway",
         description="Create a pty, link it at --link and connect it to a gateway over RFC 2217: data both "
         "ways, and the application's termios and DTR/RTS changes forwarded. Reconnects with backoff; the "
         "tty stays open meanwhile. /healthz: the tty exists; /readyz: connected.",
     )
-    bridge.add_argument("--url", required=True, help="gateway URL, rfc2217://HOST:PORT")
-    bridge.add_argument("--link", required=True, type=Path, help="path of the symlink to the tty")
+    bridge.add_argument(ga.URL, required=True, help="gateway URL, rfc2217://HOST:PORT")
+    bridge.add_argument(ga.LINK, required=True, type=Path, help="path of the symlink to the tty")
     bridge.add_argument(
-        "--via-proc",
+        ga.VIA_PROC,
         action="store_true",
         help="link to /proc/<pid>/root/dev/pts/N so other containers of the pod (shared PID namespace, "
         "same uid) can open the tty",
@@ -121,13 +120,6 @@ def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] |
             raise
         return None
     return uvloop.new_event_loop
-
-
-def parse_gateway_url(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    if parts.scheme != "rfc2217" or not parts.hostname:
-        raise ValueError(f"expected rfc2217://HOST:PORT, got {url!r}")
-    return parts.hostname, parts.port or RFC2217_PORT
 
 
 async def _until_signalled(tasks: list["asyncio.Task[None]"]) -> None:
@@ -242,7 +234,7 @@ async def bridge(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(level=args.log_level, fmt=args.log_format)
-    command = serve if args.command == "serve" else bridge
+    command = serve if args.command == ga.SERVE else bridge
     with asyncio.Runner(loop_factory=event_loop_factory(args.event_loop)) as runner:
         return runner.run(command(args))
 

@@ -16,13 +16,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import yaml
 
-from kubeserial_common import constants as c
 from kubeserial_common.errors import ApiError as ApiError  # what every call here raises
 from kubeserial_common.errors import Unreachable, from_status
+from kubeserial_common.resources import custom_by_plural
 
 SA_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH: Final = "application/merge-patch+json"
@@ -179,10 +179,8 @@ class SlimCustomObjects:
 
     @staticmethod
     def _path(plural: str, name: str, *, namespace: str | None, status: bool = False) -> str:
-        base = f"/apis/{c.GROUP}/{c.VERSION}"
-        if namespace:
-            base += f"/namespaces/{quote(namespace, safe='')}"
-        return f"{base}/{plural}/{quote(name, safe='')}" + ("/status" if status else "")
+        resource = custom_by_plural(plural)
+        return resource.path(name, namespace=namespace, subresource="status" if status else "")
 
     async def request(
         self, method: str, path: str, *, body: Any = None, content_type: str = "application/json"
