@@ -25,6 +25,7 @@ lint: venv ## ruff, mypy (sources and tests) and the import-layer contracts.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy libs/*/src services/*/src tests
+	$(VENV)/bin/lint-imports
 
 fmt: venv ## Format the code.
 	$(VENV)/bin/ruff format .

@@ -25,10 +25,10 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from kubeserial_common import constants as c
-from kubeserial_common.kube import CustomObjects, api_client
-from kubeserial_common.names import gateway_name
-from kubeserial_common.watching import Informer, run_informers
+from kubeserial_common.core import constants as c
+from kubeserial_common.core.names import gateway_name
+from kubeserial_common.runtime.kube import CustomObjects, api_client
+from kubeserial_common.runtime.watching import Informer, run_informers
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane
 from kubeserial_testing.objects import monitor_lease, monitor_status, serial_device
 from kubeserial_testing.probes import RunningService, running_service

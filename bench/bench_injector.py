@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from kubeserial_common import constants as c
+from kubeserial_common.core import constants as c
 from kubeserial_testing import pki
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
 from kubeserial_testing.objects import apply_object, serial_device

@@ -24,9 +24,9 @@ from typing import Any
 
 from kubernetes_asyncio import client, watch
 
-from kubeserial_common import constants as c
-from kubeserial_common.conditions import condition_status
-from kubeserial_common.kube import api_client
+from kubeserial_common.core import constants as c
+from kubeserial_common.core.conditions import condition_status
+from kubeserial_common.runtime.kube import api_client
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
 from kubeserial_testing.probes import http_get, is_ready
 from kubeserial_testing.services import apply_rbac, service_process, wait_for

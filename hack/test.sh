@@ -6,6 +6,7 @@ VENV="${VENV:-.venv}"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 "$VENV/bin/mypy" libs/*/src services/*/src tests
+"$VENV/bin/lint-imports"  # layer contracts: .importlinter
 "$VENV/bin/python" -m kubeserial_common.crdgen --out deploy/kustomize/base/crd --check
 # -p no:cacheprovider keeps a clean clone clean; --junitxml gives CI a record of what ran.
 "$VENV/bin/python" -m pytest tests -p no:cacheprovider --junitxml="${JUNIT_XML:-/tmp/kubeserial-junit.xml}" "$@"

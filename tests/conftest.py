@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from kubeserial_common.kube import api_client
+from kubeserial_common.runtime.kube import api_client
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane
 from kubeserial_testing.services import wait_for
 

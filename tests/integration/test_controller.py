@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from kubeserial_common import constants as c
-from kubeserial_common.conditions import now_rfc3339
-from kubeserial_common.names import gateway_name, manager_request_name
+from kubeserial_common.core import constants as c
+from kubeserial_common.core.conditions import now_rfc3339
+from kubeserial_common.core.names import gateway_name, manager_request_name
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane
 from kubeserial_testing.kubelet import pod_containers, running_pod_status
 from kubeserial_testing.objects import (

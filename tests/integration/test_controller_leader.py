@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kubeserial_common.leases import micro_time
-from kubeserial_common.names import gateway_name
+from kubeserial_common.core.names import gateway_name
+from kubeserial_common.runtime.leases import micro_time
 from kubeserial_testing.controlplane import ControlPlane
 from kubeserial_testing.objects import (
     apply_object,

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubeserial_common import constants as c
+from kubeserial_common.core import constants as c
 from kubeserial_testing import pki
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
 from kubeserial_testing.objects import apply_object, serial_device, write_monitor_status

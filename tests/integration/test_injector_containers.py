@@ -1,4 +1,4 @@
-"""The injected pod shape, run with real containers: what kubeserial_common.podspec produces is
+"""The injected pod shape, run with real containers: what kubeserial_common.core.podspec produces is
 turned into docker options field by field (user, read-only root, dropped capabilities,
 no-new-privileges, env, volume mounts, shared PID namespace), so the test runs the shape the
 injector ships, not a hand-made approximation.
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from kubeserial_common.podspec import (
+from kubeserial_common.core.podspec import (
     LINKS_VOLUME,
     BridgeSettings,
     DeviceLink,

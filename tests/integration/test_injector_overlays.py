@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubeserial_common import constants as c
+from kubeserial_common.core import constants as c
 from kubeserial_injector.__main__ import build_parser
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kustomize"

@@ -14,12 +14,12 @@ import pytest
 import yaml
 from kubernetes_asyncio import client
 
-from kubeserial_common import constants as c
-from kubeserial_common.conditions import ConditionUpdate
-from kubeserial_common.kube import CustomObjects, api_client
-from kubeserial_common.leases import LeaseHolder, parse_time
-from kubeserial_common.status import conditions_patch, write_status
-from kubeserial_common.watching import Informer, object_key
+from kubeserial_common.core import constants as c
+from kubeserial_common.core.conditions import ConditionUpdate
+from kubeserial_common.core.status import conditions_patch, write_status
+from kubeserial_common.runtime.kube import CustomObjects, api_client
+from kubeserial_common.runtime.leases import LeaseHolder, parse_time
+from kubeserial_common.runtime.watching import Informer, object_key
 from kubeserial_testing.controlplane import ControlPlane, free_port
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kustomize" / "base" / "crd"

@@ -1,4 +1,4 @@
-from kubeserial_common.conditions import ConditionUpdate, apply_condition, condition_status, differs
+from kubeserial_common.core.conditions import ConditionUpdate, apply_condition, condition_status, differs
 
 T0, T1 = "2024-01-01T00:00:00Z", "2024-01-01T00:01:00Z"
 

@@ -1,8 +1,8 @@
 import subprocess
 import sys
 
+from kubeserial_common.core.models import ManagerScheduleRequest, SerialDevice
 from kubeserial_common.crdgen import crd_for, render_all
-from kubeserial_common.models import ManagerScheduleRequest, SerialDevice
 from kubeserial_testing.controlplane import REPO_ROOT
 
 CRD_DIR = REPO_ROOT / "deploy" / "kustomize" / "base" / "crd"

@@ -6,8 +6,8 @@ import aiohttp
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubeserial_common import errors as e
-from kubeserial_common.kube import translate, translated
+from kubeserial_common.core import errors as e
+from kubeserial_common.runtime.kube import translate, translated
 
 
 def status(code: int, reason: str, message: str) -> bytes:

@@ -1,11 +1,16 @@
 """The rule that divides the `Free` condition between the monitor and the gateway
-(kubeserial_common.free), played through the sequences both writers go through."""
+(kubeserial_common.core.free), played through the sequences both writers go through."""
 
 from typing import Any
 
-from kubeserial_common import vocabulary as v
-from kubeserial_common.conditions import ConditionUpdate, apply_conditions, condition_status, get_condition
-from kubeserial_common.free import free_at_claim, free_at_release, free_for_session
+from kubeserial_common.core import vocabulary as v
+from kubeserial_common.core.conditions import (
+    ConditionUpdate,
+    apply_conditions,
+    condition_status,
+    get_condition,
+)
+from kubeserial_common.core.free import free_at_claim, free_at_release, free_for_session
 
 NOW = "2026-01-01T00:00:00Z"
 

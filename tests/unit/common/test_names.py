@@ -1,4 +1,4 @@
-from kubeserial_common.names import device_env, env_prefix, gateway_name, manager_request_name
+from kubeserial_common.core.names import device_env, env_prefix, gateway_name, manager_request_name
 
 
 def test_names() -> None:

@@ -3,11 +3,11 @@ producers (controller, injector) are exactly what the gateway's own parser reads
 
 import pytest
 
-from kubeserial_common import resources as r
-from kubeserial_common.gatewayargs import BridgeArgs, ServeArgs, parse_gateway_url
-from kubeserial_common.models import ALL_RESOURCES
-from kubeserial_common.names import rfc2217_url
-from kubeserial_common.podspec import BridgeSettings, DeviceLink, connect_pod_spec
+from kubeserial_common.core import resources as r
+from kubeserial_common.core.gatewayargs import BridgeArgs, ServeArgs, parse_gateway_url
+from kubeserial_common.core.models import ALL_RESOURCES
+from kubeserial_common.core.names import rfc2217_url
+from kubeserial_common.core.podspec import BridgeSettings, DeviceLink, connect_pod_spec
 from kubeserial_controller.decisions import Placement
 from kubeserial_controller.desired import gateway_args
 from kubeserial_gateway.__main__ import build_parser

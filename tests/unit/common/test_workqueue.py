@@ -3,7 +3,7 @@ import itertools
 
 import pytest
 
-from kubeserial_common.workqueue import Backoff, Requeue, WorkQueue, run_workers
+from kubeserial_common.runtime.workqueue import Backoff, Requeue, WorkQueue, run_workers
 
 
 async def test_key_queued_once() -> None:

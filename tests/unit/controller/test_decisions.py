@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from kubeserial_common import constants as c
-from kubeserial_common.leases import micro_time
+from kubeserial_common.core import constants as c
+from kubeserial_common.runtime.leases import micro_time
 from kubeserial_controller import decisions as d
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)

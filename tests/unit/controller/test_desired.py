@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from kubeserial_common import constants as c
-from kubeserial_common.models import IngressSpec, ManagerSpec, SerialDeviceEntry
+from kubeserial_common.core import constants as c
+from kubeserial_common.core.models import IngressSpec, ManagerSpec, SerialDeviceEntry
 from kubeserial_controller import desired as w
 from kubeserial_controller.decisions import Placement
 
@@ -144,7 +144,7 @@ def test_manager_objects_mount_the_config_and_connect_the_device() -> None:
     env = {e["name"]: e["value"] for e in manager["env"]}
     assert env["KUBESERIAL_ENDER3_URL"] == "rfc2217://ender3-gateway.kubeserial.svc:2217"
     assert env["KUBESERIAL_ENDER3_RAW_URL"] == "socket://ender3-gateway.kubeserial.svc:3333"
-    # tty mode, shaped by kubeserial_common.podspec like an injected pod: the bridge sidecar.
+    # tty mode, shaped by kubeserial_common.core.podspec like an injected pod: the bridge sidecar.
     (bridge,) = pod["initContainers"]
     assert bridge["image"] == IMAGES.gateway and bridge["restartPolicy"] == "Always"
     assert "rfc2217://ender3-gateway.kubeserial.svc:2217" in bridge["args"]

@@ -7,8 +7,8 @@ import pytest
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
-from kubeserial_common import constants as c
-from kubeserial_common.workqueue import WorkQueue
+from kubeserial_common.core import constants as c
+from kubeserial_common.runtime.workqueue import WorkQueue
 from kubeserial_controller.__main__ import parse_args
 from kubeserial_controller.controller import Controller
 from kubeserial_controller.desired import Images

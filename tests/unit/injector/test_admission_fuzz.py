@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from kubeserial_common import constants as c
-from kubeserial_common.names import env_prefix
-from kubeserial_common.podspec import BridgeSettings
+from kubeserial_common.core import constants as c
+from kubeserial_common.core.names import env_prefix
+from kubeserial_common.core.podspec import BridgeSettings
 from kubeserial_injector.app import AdmissionMetrics, DeviceLookup, create_app
 from kubeserial_injector.devices import DeviceLookupError
 

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from kubeserial_common import constants as c
-from kubeserial_common.podspec import BridgeSettings, DeviceLink
+from kubeserial_common.core import constants as c
+from kubeserial_common.core.podspec import BridgeSettings, DeviceLink
 from kubeserial_injector.injection import (
     InjectionError,
     annotation_patch,

@@ -5,7 +5,7 @@ from typing import Any
 
 import yaml
 
-from kubeserial_common import constants as c
+from kubeserial_common.core import constants as c
 from kubeserial_injector.__main__ import build_parser
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "kustomize"

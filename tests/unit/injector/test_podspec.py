@@ -1,10 +1,10 @@
-"""The shared pod shape (kubeserial_common.podspec): pure functions over pod specs."""
+"""The shared pod shape (kubeserial_common.core.podspec): pure functions over pod specs."""
 
 from typing import Any
 
 import pytest
 
-from kubeserial_common.podspec import (
+from kubeserial_common.core.podspec import (
     LINKS_MOUNT,
     LINKS_VOLUME,
     BridgeSettings,

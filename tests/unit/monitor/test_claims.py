@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from kubeserial_common.conditions import condition_status, find_condition
+from kubeserial_common.core.conditions import condition_status, find_condition
 from kubeserial_monitor.claims import Change, decide, may_claim, owned_by
 
 T0, T1 = "2024-01-01T00:00:00Z", "2024-01-01T00:01:00Z"

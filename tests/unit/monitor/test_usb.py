@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubeserial_common.models import SerialDeviceSpec
+from kubeserial_common.core.models import SerialDeviceSpec
 from kubeserial_monitor.usb import UsbTty, assign, matches, normalize_usb_id, stable_device_path, usb_tty
 
 BY_ID = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0"

@@ -1,1 +1,2 @@
-"""KubeSerial shared library: CRD models, Kubernetes helpers, logging and metrics."""
+"""KubeSerial shared library: a pure `core` (models, registry, vocabulary, decisions' helpers) below a
+`runtime` (client, informer, work queue, leases, events, health, runner); see .importlinter."""

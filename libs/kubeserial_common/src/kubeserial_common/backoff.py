@@ -1,13 +1,3 @@
-"""Exponential backoff, capped. A module of its own so that processes which must stay small (the
-gateway) can use it without importing the work queue and, through it, the Kubernetes client."""
+"""Old import path, kept for code not yet moved: use kubeserial_common.core.backoff."""
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Backoff:
-    base: float = 0.05
-    cap: float = 60.0
-
-    def delay(self, failures: int) -> float:
-        return float(min(self.cap, self.base * (2 ** max(0, failures - 1))))
+from kubeserial_common.core.backoff import *  # noqa: F403

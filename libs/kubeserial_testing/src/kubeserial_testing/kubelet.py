@@ -19,8 +19,8 @@ from typing import Any
 import structlog
 from kubernetes_asyncio import client
 
-from kubeserial_common.conditions import now_rfc3339
-from kubeserial_common.watching import Informer
+from kubeserial_common.core.conditions import now_rfc3339
+from kubeserial_common.runtime.watching import Informer
 from kubeserial_testing.services import stop_process
 
 log = structlog.get_logger(__name__)

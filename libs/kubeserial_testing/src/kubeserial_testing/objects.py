@@ -9,10 +9,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from kubeserial_common import constants as c
-from kubeserial_common.conditions import ConditionUpdate, apply_conditions, now_rfc3339
-from kubeserial_common.leases import micro_time
-from kubeserial_common.names import monitor_lease_name
+from kubeserial_common.core import constants as c
+from kubeserial_common.core.conditions import ConditionUpdate, apply_conditions, now_rfc3339
+from kubeserial_common.core.names import monitor_lease_name
+from kubeserial_common.runtime.leases import micro_time
 from kubeserial_testing.controlplane import ControlPlane
 from kubeserial_testing.services import NAMESPACE, wait_for
 

@@ -19,11 +19,11 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry
 
-from kubeserial_common.cli import add_common_arguments
-from kubeserial_common.health import HealthServer
-from kubeserial_common.kube import api_client
-from kubeserial_common.leases import LeaseHolder
-from kubeserial_common.logs import configure_logging
+from kubeserial_common.core.cli import add_common_arguments
+from kubeserial_common.runtime.health import HealthServer
+from kubeserial_common.runtime.kube import api_client
+from kubeserial_common.runtime.leases import LeaseHolder
+from kubeserial_common.runtime.logs import configure_logging
 from kubeserial_controller.controller import Controller
 from kubeserial_controller.desired import Images
 from kubeserial_controller.metrics import ControllerMetrics

@@ -10,9 +10,9 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from kubeserial_common import resources as r
-from kubeserial_common.errors import Conflict, NotFound
-from kubeserial_common.kube import read_json
+from kubeserial_common.core import resources as r
+from kubeserial_common.core.errors import Conflict, NotFound
+from kubeserial_common.runtime.kube import read_json
 
 APPLY_PATCH = "application/apply-patch+yaml"
 FIELD_MANAGER = "kubeserial-controller"

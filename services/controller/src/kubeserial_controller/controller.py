@@ -8,13 +8,13 @@ from typing import Any, TypeVar
 import structlog
 from kubernetes_asyncio import client
 
-from kubeserial_common import constants as c
-from kubeserial_common.errors import PermanentError, message_of, status_of
-from kubeserial_common.events import WARNING, EventRecorder
-from kubeserial_common.kube import CustomObjects
-from kubeserial_common.vocabulary import RECONCILE_FAILED
-from kubeserial_common.watching import run_informers
-from kubeserial_common.workqueue import WorkQueue, run_workers
+from kubeserial_common.core import constants as c
+from kubeserial_common.core.errors import PermanentError, message_of, status_of
+from kubeserial_common.core.vocabulary import RECONCILE_FAILED
+from kubeserial_common.runtime.events import WARNING, EventRecorder
+from kubeserial_common.runtime.kube import CustomObjects
+from kubeserial_common.runtime.watching import run_informers
+from kubeserial_common.runtime.workqueue import WorkQueue, run_workers
 from kubeserial_controller import decisions as d
 from kubeserial_controller.apply import Applier
 from kubeserial_controller.metrics import ControllerMetrics

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from kubeserial_common import constants as c
-from kubeserial_common.conditions import ConditionUpdate, get_condition
-from kubeserial_common.leases import lease_expiry, parse_time
-from kubeserial_common.names import monitor_lease_name
-from kubeserial_common.vocabulary import ALL_CHECKS_PASSED, MANAGER_NOT_AVAILABLE, NODE_LOST
+from kubeserial_common.core import constants as c
+from kubeserial_common.core.conditions import ConditionUpdate, get_condition
+from kubeserial_common.core.names import monitor_lease_name
+from kubeserial_common.core.vocabulary import ALL_CHECKS_PASSED, MANAGER_NOT_AVAILABLE, NODE_LOST
+from kubeserial_common.runtime.leases import lease_expiry, parse_time
 
 # Reasons the controller writes (the monitor and gateway own the others).
 

@@ -10,16 +10,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubeserial_common import constants as c
-from kubeserial_common import resources as r
-from kubeserial_common.gatewayargs import ServeArgs
-from kubeserial_common.models import IngressSpec, ManagerSpec, SerialDeviceEntry
-from kubeserial_common.names import (
+from kubeserial_common.core import constants as c
+from kubeserial_common.core import resources as r
+from kubeserial_common.core.gatewayargs import ServeArgs
+from kubeserial_common.core.models import IngressSpec, ManagerSpec, SerialDeviceEntry
+from kubeserial_common.core.names import (
     gateway_name,
     kubeserial_label_value,
     manager_request_name,
 )
-from kubeserial_common.podspec import BridgeSettings, DeviceLink, connect_pod_spec, default_tty_path
+from kubeserial_common.core.podspec import BridgeSettings, DeviceLink, connect_pod_spec, default_tty_path
 from kubeserial_controller.decisions import Placement
 
 Obj = Mapping[str, Any]
@@ -230,7 +230,7 @@ def manager_pod_spec(
     manager: ManagerSpec, *, device: str, config_map: str | None, bridge: BridgeSettings
 ) -> dict[str, Any]:
     """The manager's pod: its command, the device's URL env and, like an injected pod, a tty at
-    /dev/serial/<device> backed by the bridge sidecar (kubeserial_common.podspec)."""
+    /dev/serial/<device> backed by the bridge sidecar (kubeserial_common.core.podspec)."""
     container: dict[str, Any] = {
         "name": "manager",
         "image": f"{manager.image.repository}:{manager.image.tag}",

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from kubeserial_common import constants as c
+from kubeserial_common.core import constants as c
 from kubeserial_controller.decisions import Obj, condition_state
 
 

@@ -12,17 +12,17 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from kubeserial_common import constants as c
-from kubeserial_common import resources as r
-from kubeserial_common import vocabulary as v
-from kubeserial_common.conditions import ConditionUpdate, get_condition
-from kubeserial_common.errors import AlreadyExists, PermanentError
-from kubeserial_common.events import NORMAL, WARNING, EventRecorder
-from kubeserial_common.kube import CustomObjects
-from kubeserial_common.models import KubeSerial, ManagerSpec
-from kubeserial_common.names import gateway_name, kubeserial_label_value, manager_request_name
-from kubeserial_common.podspec import PodSpecError
-from kubeserial_common.status import conditions_patch, write_status
+from kubeserial_common.core import constants as c
+from kubeserial_common.core import resources as r
+from kubeserial_common.core import vocabulary as v
+from kubeserial_common.core.conditions import ConditionUpdate, get_condition
+from kubeserial_common.core.errors import AlreadyExists, PermanentError
+from kubeserial_common.core.models import KubeSerial, ManagerSpec
+from kubeserial_common.core.names import gateway_name, kubeserial_label_value, manager_request_name
+from kubeserial_common.core.podspec import PodSpecError
+from kubeserial_common.core.status import conditions_patch, write_status
+from kubeserial_common.runtime.events import NORMAL, WARNING, EventRecorder
+from kubeserial_common.runtime.kube import CustomObjects
 from kubeserial_controller import decisions as d
 from kubeserial_controller.apply import Applier
 from kubeserial_controller.desired import (

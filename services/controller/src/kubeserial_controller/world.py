@@ -10,10 +10,10 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from kubeserial_common import constants as c
-from kubeserial_common import resources as r
-from kubeserial_common.names import kubeserial_label_value, monitor_lease_name
-from kubeserial_common.watching import Informer
+from kubeserial_common.core import constants as c
+from kubeserial_common.core import resources as r
+from kubeserial_common.core.names import kubeserial_label_value, monitor_lease_name
+from kubeserial_common.runtime.watching import Informer
 
 Obj = dict[str, Any]
 EventSink = Callable[[str, str, Obj], None]  # (kind, event type, object)

@@ -17,12 +17,14 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry
 
-from kubeserial_common import gatewayargs as ga
-from kubeserial_common.cli import add_common_arguments
-from kubeserial_common.constants import DEFAULT_BAUD_RATE, RAW_PORT, RFC2217_PORT
-from kubeserial_common.gatewayargs import parse_gateway_url as parse_gateway_url  # the bridge --url contract
-from kubeserial_common.health import HealthServer
-from kubeserial_common.logs import configure_logging
+from kubeserial_common.core import gatewayargs as ga
+from kubeserial_common.core.cli import add_common_arguments
+from kubeserial_common.core.constants import DEFAULT_BAUD_RATE, RAW_PORT, RFC2217_PORT
+from kubeserial_common.core.gatewayargs import (
+    parse_gateway_url as parse_gateway_url,  # the bridge --url contract
+)
+from kubeserial_common.runtime.health import HealthServer
+from kubeserial_common.runtime.logs import configure_logging
 from kubeserial_gateway.bridge import Bridge
 from kubeserial_gateway.device import DevicePort
 from kubeserial_gateway.metrics import BridgeMetrics, GatewayMetrics
@@ -32,7 +34,7 @@ from kubeserial_gateway.server import Gateway, GatewayOptions
 log = structlog.get_logger("kubeserial_gateway")
 
 GATEWAY_HEALTH_PORT = 8080
-BRIDGE_HEALTH_PORT = 18217  # same base as kubeserial_common.podspec gives injected bridges
+BRIDGE_HEALTH_PORT = 18217  # same base as kubeserial_common.core.podspec gives injected bridges
 STATUS_FLUSH_SECONDS = 5.0
 
 

@@ -1,7 +1,7 @@
 """The SerialDevice `Free` condition, owned by the gateway while it runs.
 
 False/InUse (the message names the peer) while a session is open, True/NoSession after. Writes go
-through kubeserial_common.status (status subresource, resourceVersion, re-read on conflict), so a
+through kubeserial_common.core.status (status subresource, resourceVersion, re-read on conflict), so a
 write is whole or not at all. They run in their own task and coalesce: the data path never waits
 for the apiserver, and after an outage only the latest state is written.
 """
@@ -13,12 +13,12 @@ from typing import Any, Final
 
 import structlog
 
-from kubeserial_common.backoff import Backoff
-from kubeserial_common.conditions import ConditionUpdate
-from kubeserial_common.constants import SERIALDEVICES
-from kubeserial_common.errors import ApiError
-from kubeserial_common.free import free_for_session
-from kubeserial_common.status import StatusObjects, conditions_patch, write_status
+from kubeserial_common.core.backoff import Backoff
+from kubeserial_common.core.conditions import ConditionUpdate
+from kubeserial_common.core.constants import SERIALDEVICES
+from kubeserial_common.core.errors import ApiError
+from kubeserial_common.core.free import free_for_session
+from kubeserial_common.core.status import StatusObjects, conditions_patch, write_status
 from kubeserial_gateway.metrics import GatewayMetrics
 
 log = structlog.get_logger(__name__)
@@ -28,7 +28,7 @@ RETRY_BACKOFF: Final = Backoff(base=0.2, cap=30.0)
 
 def free_update(obj: dict[str, Any], *, peer: str | None) -> ConditionUpdate | None:
     """The Free condition the gateway wants given the object as it is now (None: leave it alone);
-    the rule shared with the monitor is kubeserial_common.free."""
+    the rule shared with the monitor is kubeserial_common.core.free."""
     return free_for_session(obj, peer=peer)
 
 

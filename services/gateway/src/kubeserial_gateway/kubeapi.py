@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from kubeserial_common.errors import ApiError as ApiError  # what every call here raises
-from kubeserial_common.errors import Unreachable, from_status
-from kubeserial_common.resources import custom_by_plural
+from kubeserial_common.core.errors import ApiError as ApiError  # what every call here raises
+from kubeserial_common.core.errors import Unreachable, from_status
+from kubeserial_common.core.resources import custom_by_plural
 
 SA_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH: Final = "application/merge-patch+json"
@@ -92,7 +92,7 @@ def in_cluster_endpoint(environ: dict[str, str]) -> Endpoint:
 
 
 def load_endpoint(kubeconfig: str | None) -> Endpoint:
-    """Like kubeserial_common.kube.load_configuration: in a pod the service account, else a kubeconfig."""
+    """Like runtime.kube.load_configuration: in a pod the service account, else a kubeconfig."""
     if kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ and (SA_DIR / "token").exists():
         return in_cluster_endpoint(dict(os.environ))
     path = Path(kubeconfig or Path.home() / ".kube" / "config")
@@ -137,12 +137,12 @@ def _dechunk(body: bytes) -> bytes:
 
 
 def api_error(status: int, body: bytes) -> ApiError:
-    """The typed error (NotFound, Conflict, ...) for a failed response, as kubeserial_common.kube raises."""
+    """The typed error (NotFound, Conflict, ...) for a failed response, as runtime.kube raises."""
     return from_status(status, body)
 
 
 class SlimCustomObjects:
-    """The two calls kubeserial_common.status.write_status needs, for KubeSerial's own resources."""
+    """The two calls kubeserial_common.core.status.write_status needs, for KubeSerial's own resources."""
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint

@@ -24,12 +24,12 @@ import uvloop
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
-from kubeserial_common.cli import add_common_arguments
-from kubeserial_common.errors import ApiError
-from kubeserial_common.health import HealthServer
-from kubeserial_common.kube import api_client
-from kubeserial_common.logs import configure_logging
-from kubeserial_common.podspec import DEFAULT_BRIDGE_IMAGE, BridgeSettings
+from kubeserial_common.core.cli import add_common_arguments
+from kubeserial_common.core.errors import ApiError
+from kubeserial_common.core.podspec import DEFAULT_BRIDGE_IMAGE, BridgeSettings
+from kubeserial_common.runtime.health import HealthServer
+from kubeserial_common.runtime.kube import api_client
+from kubeserial_common.runtime.logs import configure_logging
 from kubeserial_injector.app import AdmissionMetrics, create_app
 from kubeserial_injector.certs import SelfManagedCerts, TlsBundle, server_context, serving_names, write_files
 from kubeserial_injector.devices import DeviceCatalog

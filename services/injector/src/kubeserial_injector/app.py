@@ -15,7 +15,7 @@ import structlog
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from kubeserial_common.podspec import BridgeSettings
+from kubeserial_common.core.podspec import BridgeSettings
 from kubeserial_injector.injection import (
     Decision,
     InjectionError,

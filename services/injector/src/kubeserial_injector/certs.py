@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes_asyncio import client
 
-from kubeserial_common.errors import Conflict, NotFound
-from kubeserial_common.kube import JSON_PATCH, read_json
+from kubeserial_common.core.errors import Conflict, NotFound
+from kubeserial_common.runtime.kube import JSON_PATCH, read_json
 
 log = structlog.get_logger(__name__)
 

@@ -11,10 +11,10 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from kubeserial_common import constants as c
-from kubeserial_common.errors import ApiError, NotFound
-from kubeserial_common.kube import CustomObjects
-from kubeserial_common.watching import Informer
+from kubeserial_common.core import constants as c
+from kubeserial_common.core.errors import ApiError, NotFound
+from kubeserial_common.runtime.kube import CustomObjects
+from kubeserial_common.runtime.watching import Informer
 
 
 class DeviceLookupError(RuntimeError):

@@ -8,10 +8,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from kubeserial_common import constants as c
-from kubeserial_common.conditions import get_condition
-from kubeserial_common.models import DEVICE_NAME, DEVICE_NAME_MAX
-from kubeserial_common.podspec import (
+from kubeserial_common.core import constants as c
+from kubeserial_common.core.conditions import get_condition
+from kubeserial_common.core.models import DEVICE_NAME, DEVICE_NAME_MAX
+from kubeserial_common.core.podspec import (
     BridgeSettings,
     DeviceLink,
     PodSpecError,

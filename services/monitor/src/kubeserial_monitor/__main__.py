@@ -9,10 +9,10 @@ import sys
 
 import structlog
 
-from kubeserial_common.cli import add_common_arguments
-from kubeserial_common.health import HealthServer
-from kubeserial_common.kube import api_client
-from kubeserial_common.logs import configure_logging
+from kubeserial_common.core.cli import add_common_arguments
+from kubeserial_common.runtime.health import HealthServer
+from kubeserial_common.runtime.kube import api_client
+from kubeserial_common.runtime.logs import configure_logging
 from kubeserial_monitor.metrics import Metrics
 from kubeserial_monitor.monitor import Monitor, Settings
 

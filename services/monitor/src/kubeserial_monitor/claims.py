@@ -1,18 +1,18 @@
 """Claim and release decisions for a SerialDevice's status, as pure functions over the wire form.
 
 The monitor owns status.nodeName, status.devicePath and the Available condition. It sets Free only
-when it claims or releases; the gateway owns Free otherwise (the rule: kubeserial_common.free).
+when it claims or releases; the gateway owns Free otherwise (the rule: kubeserial_common.core.free).
 """
 
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from kubeserial_common import constants as c
-from kubeserial_common.conditions import ConditionUpdate, condition_status
-from kubeserial_common.free import free_at_claim, free_at_release
-from kubeserial_common.status import conditions_patch
-from kubeserial_common.vocabulary import DEVICE_AVAILABLE, DEVICE_UNAVAILABLE
+from kubeserial_common.core import constants as c
+from kubeserial_common.core.conditions import ConditionUpdate, condition_status
+from kubeserial_common.core.free import free_at_claim, free_at_release
+from kubeserial_common.core.status import conditions_patch
+from kubeserial_common.core.vocabulary import DEVICE_AVAILABLE, DEVICE_UNAVAILABLE
 
 
 class Change(Enum):

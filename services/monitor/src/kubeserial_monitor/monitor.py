@@ -16,19 +16,19 @@ import structlog
 from kubernetes_asyncio import client
 from pydantic import ValidationError
 
-from kubeserial_common import constants as c
-from kubeserial_common.conditions import now_rfc3339
-from kubeserial_common.errors import ApiError, NotFound, message_of
-from kubeserial_common.events import NORMAL, EventRecorder
-from kubeserial_common.health import HealthServer
-from kubeserial_common.kube import JSON_PATCH, CustomObjects, read_json
-from kubeserial_common.leases import LeaseHolder
-from kubeserial_common.models import SerialDeviceSpec
-from kubeserial_common.names import monitor_lease_name
-from kubeserial_common.status import write_status
-from kubeserial_common.vocabulary import DEVICE_AVAILABLE, DEVICE_UNAVAILABLE
-from kubeserial_common.watching import Informer
-from kubeserial_common.workqueue import WorkQueue, run_workers
+from kubeserial_common.core import constants as c
+from kubeserial_common.core.conditions import now_rfc3339
+from kubeserial_common.core.errors import ApiError, NotFound, message_of
+from kubeserial_common.core.models import SerialDeviceSpec
+from kubeserial_common.core.names import monitor_lease_name
+from kubeserial_common.core.status import write_status
+from kubeserial_common.core.vocabulary import DEVICE_AVAILABLE, DEVICE_UNAVAILABLE
+from kubeserial_common.runtime.events import NORMAL, EventRecorder
+from kubeserial_common.runtime.health import HealthServer
+from kubeserial_common.runtime.kube import JSON_PATCH, CustomObjects, read_json
+from kubeserial_common.runtime.leases import LeaseHolder
+from kubeserial_common.runtime.watching import Informer
+from kubeserial_common.runtime.workqueue import WorkQueue, run_workers
 from kubeserial_monitor.claims import Change, decide, owned_by, owner
 from kubeserial_monitor.metrics import Metrics
 from kubeserial_monitor.noderesources import resource_patch

@@ -8,8 +8,8 @@ would copy capacity to allocatable, but nothing must depend on a kubelet being t
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kubeserial_common.constants import EXTENDED_RESOURCE_PREFIX
-from kubeserial_common.names import extended_resource_name
+from kubeserial_common.core.constants import EXTENDED_RESOURCE_PREFIX
+from kubeserial_common.core.names import extended_resource_name
 
 FIELDS = ("capacity", "allocatable")
 

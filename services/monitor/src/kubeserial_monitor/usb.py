@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from kubeserial_common.models import SerialDeviceSpec
+from kubeserial_common.core.models import SerialDeviceSpec
 
 BY_ID_PREFIX = "/dev/serial/by-id/"
 BY_PATH_PREFIX = "/dev/serial/by-path/"

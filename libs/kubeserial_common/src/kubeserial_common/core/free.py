@@ -13,8 +13,8 @@ So a released device never reads Free=True, and a session never outlives its InU
 from collections.abc import Mapping
 from typing import Any
 
-from kubeserial_common.conditions import ConditionUpdate, condition_status, get_condition
-from kubeserial_common.vocabulary import AVAILABLE, DEVICE_UNAVAILABLE, FREE, IN_USE, NO_SESSION
+from kubeserial_common.core.conditions import ConditionUpdate, condition_status, get_condition
+from kubeserial_common.core.vocabulary import AVAILABLE, DEVICE_UNAVAILABLE, FREE, IN_USE, NO_SESSION
 
 
 def free_at_claim() -> ConditionUpdate:

@@ -5,8 +5,8 @@ from typing import Any
 import structlog
 from kubernetes_asyncio import client
 
-from kubeserial_common.conditions import now_rfc3339
-from kubeserial_common.errors import ApiError
+from kubeserial_common.core.conditions import now_rfc3339
+from kubeserial_common.core.errors import ApiError
 
 log = structlog.get_logger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Generic, TypeVar
 
 import structlog
 
-from kubeserial_common.backoff import Backoff as Backoff  # still importable from here, as before
-from kubeserial_common.errors import PermanentError, message_of
-from kubeserial_common.tasks import run_together
+from kubeserial_common.core.backoff import Backoff as Backoff  # still importable from here, as before
+from kubeserial_common.core.errors import PermanentError, message_of
+from kubeserial_common.runtime.tasks import run_together
 
 log = structlog.get_logger(__name__)
 

@@ -3,8 +3,8 @@
 import argparse
 import os
 
-from kubeserial_common.constants import DEFAULT_NAMESPACE
-from kubeserial_common.gatewayargs import HEALTH_PORT
+from kubeserial_common.core.constants import DEFAULT_NAMESPACE
+from kubeserial_common.core.gatewayargs import HEALTH_PORT
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, health_port: int) -> None:

@@ -3,22 +3,22 @@
 Every write carries the resourceVersion it was computed from; on 409 Conflict the object is read
 again and `compute` decides afresh. That is what stops two monitors both claiming one device.
 
-This module deliberately does not import kubernetes_asyncio (kubeserial_common.kube does): the
+This module deliberately does not import kubernetes_asyncio (kubeserial_common.runtime.kube does): the
 gateway runs once per device and writes status through a small client of its own to stay small.
-Both clients raise kubeserial_common.errors, so a conflict is `Conflict` whichever wrote.
+Both clients raise kubeserial_common.core.errors, so a conflict is `Conflict` whichever wrote.
 """
 
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from kubeserial_common.conditions import ConditionUpdate, apply_conditions, differs, now_rfc3339
-from kubeserial_common.errors import Conflict
+from kubeserial_common.core.conditions import ConditionUpdate, apply_conditions, differs, now_rfc3339
+from kubeserial_common.core.errors import Conflict
 
 StatusFunc = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
 class StatusObjects(Protocol):
-    """What write_status needs: kubeserial_common.kube.CustomObjects, or any client with these calls."""
+    """What write_status needs: runtime.kube.CustomObjects, or any client with these calls."""
 
     async def get(self, plural: str, name: str, *, namespace: str | None = None) -> dict[str, Any]: ...
 

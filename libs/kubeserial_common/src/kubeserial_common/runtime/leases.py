@@ -9,8 +9,8 @@ from typing import Any
 import structlog
 from kubernetes_asyncio import client
 
-from kubeserial_common.errors import AlreadyExists, ApiError, Conflict, NotFound
-from kubeserial_common.kube import read_json
+from kubeserial_common.core.errors import AlreadyExists, ApiError, Conflict, NotFound
+from kubeserial_common.runtime.kube import read_json
 
 log = structlog.get_logger(__name__)
 

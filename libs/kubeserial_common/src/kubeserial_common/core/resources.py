@@ -7,7 +7,7 @@ small client take these from here instead of keeping tables of their own. Pure d
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from kubeserial_common import constants as c
+from kubeserial_common.core import constants as c
 
 
 @dataclass(frozen=True)

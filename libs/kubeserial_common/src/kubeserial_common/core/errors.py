@@ -1,7 +1,7 @@
 """Typed Kubernetes API errors, each carrying the apiserver's Status object.
 
 Callers write `except NotFound:` rather than `except Exception` plus a status-code predicate. The
-classes are pure (no client library): the runtime (`kubeserial_common.kube`) translates
+classes are pure (no client library): the runtime (`kubeserial_common.runtime.kube`) translates
 kubernetes_asyncio and aiohttp failures into them, and the gateway's small HTTPS client raises them
 directly, so both clients fail the same way.
 """

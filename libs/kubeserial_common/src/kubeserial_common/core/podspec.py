@@ -21,9 +21,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from kubeserial_common.constants import DEFAULT_NAMESPACE
-from kubeserial_common.gatewayargs import BridgeArgs
-from kubeserial_common.names import device_env, env_prefix, rfc2217_url
+from kubeserial_common.core.constants import DEFAULT_NAMESPACE
+from kubeserial_common.core.gatewayargs import BridgeArgs
+from kubeserial_common.core.names import device_env, env_prefix, rfc2217_url
 
 DEFAULT_BRIDGE_IMAGE: Final = "kubeserial/gateway:latest"
 LINKS_VOLUME: Final = "kubeserial-links"

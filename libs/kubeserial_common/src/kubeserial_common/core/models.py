@@ -11,8 +11,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from kubeserial_common import constants as c
-from kubeserial_common import resources
+from kubeserial_common.core import constants as c
+from kubeserial_common.core import resources
 
 HEX4 = r"^[0-9a-fA-F]{4}$"
 # A DNS-1123 label that starts with a letter: device names become Service names (`<name>-gateway`).
@@ -173,7 +173,7 @@ class ObjectMeta(Model):
 class Resource(Model):
     """Common shape of a custom resource; subclasses declare their CRD metadata."""
 
-    info: ClassVar[resources.ResourceInfo]  # apiVersion, kind, plural, scope: kubeserial_common.resources
+    info: ClassVar[resources.ResourceInfo]  # apiVersion, kind, plural, scope (the registry)
     kind_name: ClassVar[str]
     plural: ClassVar[str]
     namespaced: ClassVar[bool]

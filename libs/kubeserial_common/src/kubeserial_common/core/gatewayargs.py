@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-from kubeserial_common.constants import RFC2217_PORT
+from kubeserial_common.core.constants import RFC2217_PORT
 
 SERVE: Final = "serve"
 BRIDGE: Final = "bridge"

@@ -1,0 +1,48 @@
+"""Derived names shared by every service: one definition, so controller and injector agree."""
+
+import re
+
+from kubeserial_common.core.constants import EXTENDED_RESOURCE_PREFIX, RAW_PORT, RFC2217_PORT
+
+
+def gateway_name(device: str) -> str:
+    return f"{device}-gateway"
+
+
+def manager_request_name(device: str, manager: str) -> str:
+    return f"{device}-{manager}"
+
+
+def monitor_lease_name(node: str) -> str:
+    return f"kubeserial-monitor-{node}"
+
+
+def extended_resource_name(device: str) -> str:
+    return f"{EXTENDED_RESOURCE_PREFIX}{device}"
+
+
+def kubeserial_label_value(namespace: str, name: str) -> str:
+    return f"{namespace}.{name}"
+
+
+def env_prefix(device: str) -> str:
+    """`ender-3.v2` -> `KUBESERIAL_ENDER_3_V2`: env var names allow only [A-Z0-9_]."""
+    return "KUBESERIAL_" + re.sub(r"[^A-Z0-9]", "_", device.upper())
+
+
+def gateway_host(device: str, namespace: str) -> str:
+    return f"{gateway_name(device)}.{namespace}.svc"
+
+
+def rfc2217_url(device: str, namespace: str) -> str:
+    return f"rfc2217://{gateway_host(device, namespace)}:{RFC2217_PORT}"
+
+
+def raw_url(device: str, namespace: str) -> str:
+    return f"socket://{gateway_host(device, namespace)}:{RAW_PORT}"
+
+
+def device_env(device: str, namespace: str) -> dict[str, str]:
+    """The environment a consumer of `device` gets, in manager pods and injected pods alike."""
+    prefix = env_prefix(device)
+    return {f"{prefix}_URL": rfc2217_url(device, namespace), f"{prefix}_RAW_URL": raw_url(device, namespace)}
