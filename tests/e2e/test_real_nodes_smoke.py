@@ -57,6 +57,7 @@ SERVICE = json.dumps(
 )
 
 
+# Every wget is bounded by `timeout`: busybox 1.35's static wget segfaults when given -T.
 def exec_retrying(cluster: RealCluster, pod: str, script: str, *, within: float = 30) -> str:
     """kubectl exec until the command succeeds (DNS and Service rules take a moment to appear)."""
     deadline = time.monotonic() + within
@@ -109,14 +110,17 @@ def test_two_real_nodes(tmp_path: Path) -> None:
 
             # Cross-node, by DNS name (short, and fully qualified), through kube-proxy's ClusterIP.
             assert (
-                exec_retrying(cluster, "client", "wget -qO- -T 3 http://echo/").strip() == "hello-from-server"
+                exec_retrying(cluster, "client", "timeout 5 wget -qO- http://echo/").strip()
+                == "hello-from-server"
             )
             fqdn = "http://echo.default.svc.cluster.local/"
-            assert exec_retrying(cluster, "client", f"wget -qO- -T 3 {fqdn}").strip() == "hello-from-server"
+            assert (
+                exec_retrying(cluster, "client", f"timeout 5 wget -qO- {fqdn}").strip() == "hello-from-server"
+            )
 
             # The projected token authenticates to the apiserver through the kubernetes Service.
             review = (
-                "wget -qO- -T 5 --no-check-certificate"
+                "timeout 5 wget -qO- --no-check-certificate"
                 ' --header "Authorization: Bearer $(cat /var/run/secrets/kubernetes.io/serviceaccount/token)"'
                 " --header 'Content-Type: application/json'"
                 """ --post-data '{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}'"""
@@ -144,7 +148,7 @@ def test_two_real_nodes(tmp_path: Path) -> None:
             cluster.kubectl("apply", "-f", "-", input=busybox_pod("client2", "node-b", "exec sleep 3600"))
             cluster.kubectl("wait", "--for=condition=Ready", "pod/client2", "--timeout=60s", timeout=70)
             assert (
-                exec_retrying(cluster, "client2", "wget -qO- -T 3 http://echo/").strip()
+                exec_retrying(cluster, "client2", "timeout 5 wget -qO- http://echo/").strip()
                 == "hello-from-server"
             )
             diagnostics = cluster.diagnostics("default")

@@ -536,6 +536,7 @@ class RealCluster:
         images: tuple[Path | str, ...] = (),
         preinstall: tuple[Path, ...] = (),
         node_monitor_grace_period: str = "16s",
+        dns: bool = True,
         detached: bool = False,
     ) -> None:
         self.workdir = workdir.resolve()
@@ -543,6 +544,7 @@ class RealCluster:
         self.cgroup = f"/kubeserial-{self.id}"
         self.switch_netns = f"ks-{self.id}-switch"
         self.detached = detached
+        self.dns = dns
         self.plane = ControlPlane(
             self.workdir / "control-plane",
             preinstall=preinstall,
@@ -612,10 +614,8 @@ class RealCluster:
         self._register()
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             bins = pool.submit(control_plane_binaries)
-            images = [
-                pool.submit(f)
-                for f in (nodeimages.pause_image, nodeimages.busybox_image, nodeimages.coredns_image)
-            ]
+            builders = [nodeimages.pause_image, nodeimages.busybox_image]
+            images = [pool.submit(f) for f in builders + ([nodeimages.coredns_image] if self.dns else [])]
             pause = pool.submit(nodeimages.pause_binary)
             self.binaries = bins.result()
             self._base_images = [f.result() for f in images]
@@ -644,13 +644,15 @@ class RealCluster:
             for future in [pool.submit(node.start) for node in self.nodes.values()]:
                 future.result()
         started = self._phase("nodes started", started)
-        self.kubectl("apply", "-f", "-", input=coredns_manifests())
+        if self.dns:
+            self.kubectl("apply", "-f", "-", input=coredns_manifests())
         self.wait_nodes_ready(timeout=90)
         started = self._phase("nodes ready", started)
-        self.kubectl(
-            "-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=90s", timeout=100
-        )
-        self._phase("coredns ready", started)
+        if self.dns:
+            self.kubectl(
+                "-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=90s", timeout=100
+            )
+            self._phase("coredns ready", started)
         self.timings["total"] = round(time.monotonic() - t0, 2)
         return self
 
