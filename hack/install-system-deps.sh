@@ -3,8 +3,9 @@
 set -euo pipefail
 PACKAGES=(umockdev gir1.2-umockdev-1.0 python3-gi socat ser2net)
 # Real nodes for the end-to-end tests (libs/kubeserial_testing/nodes.py): one containerd per node,
-# runc, CNI bridge plugins, conntrack and iptables for kube-proxy, iproute2 for the network namespace.
-PACKAGES+=(containerd runc containernetworking-plugins conntrack iptables iproute2 util-linux)
+# runc, CNI bridge plugins, conntrack and iptables for kube-proxy, iproute2 for the network namespace,
+# util-linux (nsenter, unshare, mount), busybox-static for its local busybox image, curl for probes.
+PACKAGES+=(containerd runc containernetworking-plugins conntrack iptables iproute2 util-linux busybox-static curl)
 # The image tests need a container engine, mmdebstrap for the locally made base image and a static
 # busybox for the app image (tests/integration/test_images*.py); KUBESERIAL_WITH_DOCKER=0 skips them.
 if [[ "${KUBESERIAL_WITH_DOCKER:-1}" == "1" ]]; then PACKAGES+=(docker.io busybox-static mmdebstrap); fi

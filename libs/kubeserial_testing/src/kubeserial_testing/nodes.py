@@ -9,6 +9,7 @@ nodes (kubelet, containerd, kube-proxy, CNI bridge), CoreDNS, all in network nam
         print(cluster.diagnostics("kubeserial-system"))
 
     python -m kubeserial_testing.nodes up --dir DIR      # leaves it running; prints KUBECONFIG
+    python -m kubeserial_testing.nodes import --dir DIR kubeserial/gateway:latest   # into every node
     python -m kubeserial_testing.nodes down --dir DIR    # also after a crashed run (from DIR/state.json)
     python -m kubeserial_testing.nodes down --all        # every cluster this machine still has
 
@@ -385,13 +386,24 @@ class RealNode:
 
     @property
     def running(self) -> bool:
-        return self.holder is not None and self.holder.poll() is None
+        return self.holder_pid() is not None
+
+    def holder_pid(self) -> int | None:
+        """The mount namespace holder's PID: ours, or recorded by the process that ran `up`."""
+        if self.holder is not None:
+            return self.holder.pid if self.holder.poll() is None else None
+        with contextlib.suppress(OSError, ValueError):
+            pid, start = (self.dir / "holder.pid").read_text().split()
+            if _start_time(int(pid)) == start:
+                return int(pid)
+        return None
 
     def enter(self, *argv: str) -> list[str]:
         """argv run in this node's network and mount namespaces (containerd's view)."""
-        if self.holder is None:
+        pid = self.holder_pid()
+        if pid is None:
             raise RuntimeError(f"{self.name} is not running")
-        return ["nsenter", f"--net=/run/netns/{self.netns}", f"--mount=/proc/{self.holder.pid}/ns/mnt", *argv]
+        return ["nsenter", f"--net=/run/netns/{self.netns}", f"--mount=/proc/{pid}/ns/mnt", *argv]
 
     def ctr(self, *args: str, timeout: float = 120) -> str:
         return run(self.enter("ctr", "-n", "k8s.io", *args), timeout=timeout)
@@ -450,6 +462,7 @@ class RealNode:
         wait_until(f"{self.name} mount namespace", lambda: ready.exists() or self.holder_died(), timeout=20)
         if self.holder_died():
             raise RuntimeError(f"{self.name}: namespace holder failed; see {self.dir}/logs/holder.log")
+        (self.dir / "holder.pid").write_text(f"{self.holder.pid} {_start_time(self.holder.pid)}")
         self._spawn("containerd", self.enter("containerd", "--config", str(self.dir / "containerd.toml")))
         wait_until(f"{self.name} containerd", self._containerd_answers, timeout=30)
         for image in cluster.all_images():
@@ -486,6 +499,11 @@ class RealNode:
                 "--v=1",
             ),
         )
+
+    def kube_proxy_synced(self) -> bool:
+        """kube-proxy's healthz answers 200 once its first sync of Service rules is done."""
+        probe = ["curl", "-sf", "-m", "2", "-o", "/dev/null", "http://127.0.0.1:10256/healthz"]
+        return subprocess.run(in_netns(self.netns, *probe), capture_output=True, check=False).returncode == 0
 
     def holder_died(self) -> bool:
         return self.holder is None or self.holder.poll() is not None
@@ -644,11 +662,10 @@ class RealCluster:
             for future in [pool.submit(node.start) for node in self.nodes.values()]:
                 future.result()
         started = self._phase("nodes started", started)
-        if self.dns:
-            self.kubectl("apply", "-f", "-", input=coredns_manifests())
         self.wait_nodes_ready(timeout=90)
         started = self._phase("nodes ready", started)
         if self.dns:
+            self.kubectl("apply", "-f", "-", input=coredns_manifests())
             self.kubectl(
                 "-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=90s", timeout=100
             )
@@ -806,10 +823,13 @@ class RealCluster:
         return ready and not taints & {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
 
     def wait_nodes_ready(self, names: tuple[str, ...] | None = None, *, timeout: float = 60) -> None:
+        """Ready, without the not-ready/unreachable taints, and kube-proxy synced (else a pod that
+        starts at once finds no route for ClusterIPs; CoreDNS then sat in client-go backoff ~30 s)."""
         for name in names or tuple(self.nodes):
             wait_until(
                 f"node {name} Ready and untainted", functools.partial(self.node_ready, name), timeout=timeout
             )
+            wait_until(f"kube-proxy on {name} synced", self.nodes[name].kube_proxy_synced, timeout=timeout)
 
     def diagnostics(self, namespace: str | None = None) -> str:
         """Pods (phase, node, restartCount and state per container), recent Events and the last
@@ -1059,9 +1079,13 @@ def down_all() -> None:
 @contextlib.contextmanager
 def real_cluster(workdir: Path | None = None, **kwargs: Any) -> Iterator[RealCluster]:
     """Body for a pytest fixture: `with real_cluster(tmp_path_factory.mktemp("nodes")) as c: yield c`."""
+    if workdir is not None:
+        with RealCluster(workdir, **kwargs) as cluster:
+            yield cluster
+        return
     with (
         tempfile.TemporaryDirectory(prefix="kubeserial-nodes-") as tmp,
-        RealCluster(workdir or Path(tmp), **kwargs) as cluster,
+        RealCluster(Path(tmp), **kwargs) as cluster,
     ):
         yield cluster
 
@@ -1070,13 +1094,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m kubeserial_testing.nodes", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument("command", choices=["up", "down", "import"])
+    parser.add_argument("images", nargs="*", help="import: image tarballs or docker tags")
     parser.add_argument("--dir", type=Path, default=REPO_ROOT / ".nodes", help="state directory (.nodes)")
     parser.add_argument("--all", action="store_true", help="down: every cluster still registered here")
     parser.add_argument(
         "--image", action="append", default=[], help="up: image tarball or docker tag to import"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    if args.command == "import":
+        cluster = RealCluster(args.dir, detached=True)
+        for image in args.images:
+            print(cluster.import_image(image))
+        return 0
     if args.command == "down":
         if args.all:
             down_all()
