@@ -6,15 +6,11 @@ clean, and a standby takes over once the Lease expires (at once when the old lea
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 import socket
 import sys
 import uuid
-from collections.abc import Coroutine
 from datetime import timedelta
-from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -24,6 +20,7 @@ from kubeserial_common.runtime.health import HealthServer
 from kubeserial_common.runtime.kube import api_client
 from kubeserial_common.runtime.leases import LeaseHolder
 from kubeserial_common.runtime.logs import configure_logging
+from kubeserial_common.runtime.runner import Runner
 from kubeserial_controller.controller import Controller
 from kubeserial_controller.desired import Images
 from kubeserial_controller.metrics import ControllerMetrics
@@ -105,10 +102,6 @@ async def serve(args: argparse.Namespace) -> int:
         images=Images(gateway=args.gateway_image, pull_policy=args.image_pull_policy),
         node_grace=timedelta(seconds=args.node_grace_seconds),
     )
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     async with api_client(args.kubeconfig) as api:
         controller = Controller(
             api, settings=settings, metrics=metrics, workers=args.workers, resync_seconds=args.resync_seconds
@@ -119,26 +112,20 @@ async def serve(args: argparse.Namespace) -> int:
             registry=registry,
             ready_checks={"caches-synced": controller.world.synced},
         )
-        await health.start()
-        ended = asyncio.Event()  # a background task stopped by itself: that is a crash
-        lost = asyncio.Event()
-        tasks: list[asyncio.Task[None]] = []
-
-        def start(name: str, coro: Coroutine[Any, Any, None]) -> None:
-            task = asyncio.create_task(coro, name=name)
-            task.add_done_callback(lambda t: None if t.cancelled() else ended.set())
-            tasks.append(task)
+        runner = Runner(health=health)
 
         async def acquired() -> None:
             metrics.leader.set(1)
-            start("workers", controller.run_workers())
+            runner.add("workers", controller.run_workers)
 
         async def lost_leadership() -> None:
             metrics.leader.set(0)
-            lost.set()
+            runner.stop(
+                code=EXIT_LOST_LEADERSHIP,
+                reason="lost the leader Lease; exiting so a fresh replica can take over",
+            )
 
-        start("informers", controller.run_informers())
-        holder: LeaseHolder | None = None
+        runner.add("informers", controller.run_informers)
         if args.leader_election:
             holder = LeaseHolder(
                 api,
@@ -148,28 +135,13 @@ async def serve(args: argparse.Namespace) -> int:
                 duration_seconds=args.lease_duration,
                 renew_seconds=args.renew_interval,
             )
-            start("leader-election", holder.run(on_acquired=acquired, on_lost=lost_leadership))
+            runner.add("leader-election", lambda: holder.run(on_acquired=acquired, on_lost=lost_leadership))
+            runner.on_shutdown("release-lease", holder.release)
         else:
             await acquired()
-        waits = [asyncio.ensure_future(event.wait()) for event in (stop, lost, ended)]
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for task in [*tasks, *waits]:
-            task.cancel()
-        for task in [*tasks, *waits]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        crashed = [t.get_name() for t in tasks if t.done() and not t.cancelled() and t.exception()]
-        if holder is not None:
-            await holder.release()
-        await health.stop()
-    if lost.is_set():
-        log.error("lost the leader Lease; exiting so a fresh replica can take over")
-        return EXIT_LOST_LEADERSHIP
-    if crashed or (ended.is_set() and not stop.is_set()):
-        log.error("a background task ended unexpectedly", tasks=crashed)
-        return 1
-    log.info("stopped")
-    return 0
+        code = await runner.run()
+    log.info("stopped", exit_code=code)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,13 +6,10 @@ python -m kubeserial_gateway bridge --url rfc2217://ender3-gateway.kubeserial.sv
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -25,6 +22,7 @@ from kubeserial_common.core.gatewayargs import (
 )
 from kubeserial_common.runtime.health import HealthServer
 from kubeserial_common.runtime.logs import configure_logging
+from kubeserial_common.runtime.runner import Runner
 from kubeserial_gateway.bridge import Bridge
 from kubeserial_gateway.device import DevicePort
 from kubeserial_gateway.metrics import BridgeMetrics, GatewayMetrics
@@ -124,28 +122,6 @@ def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] |
     return uvloop.new_event_loop
 
 
-async def _until_signalled(tasks: list["asyncio.Task[None]"]) -> None:
-    """Run until SIGTERM/SIGINT, or until one of `tasks` fails (which is logged)."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    for task in done:
-        if task is not stopper and not task.cancelled() and task.exception() is not None:
-            log.error("task failed", task=task.get_name(), error=repr(task.exception()))
-    stopper.cancel()
-
-
-async def _cancel(tasks: list["asyncio.Task[None]"]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-
-
 async def serve(args: argparse.Namespace) -> int:
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
@@ -184,18 +160,20 @@ async def serve(args: argparse.Namespace) -> int:
         log.error("cannot listen", error=repr(exc))
         await health.stop()
         return 1
-    jobs: list[Callable[[], Coroutine[Any, Any, None]]] = [gateway.keep_device_open, gateway.poll_modem_lines]
+    runner = Runner(health=health)
+    runner.add("keep_device_open", gateway.keep_device_open)
+    runner.add("poll_modem_lines", gateway.poll_modem_lines)
     if writer is not None:
-        jobs.append(writer.run)
-    tasks = [asyncio.create_task(job(), name=job.__name__) for job in jobs]
-    await _until_signalled(tasks)
-    log.info("stopping")
-    await gateway.stop()
-    if writer is not None and not await writer.flush(within=STATUS_FLUSH_SECONDS):
-        log.warning("the Free condition could not be written before exit")
-    await _cancel(tasks)
-    await health.stop()
-    return 0
+        runner.add("free_status", writer.run)
+
+    async def end_sessions() -> None:
+        log.info("stopping")
+        await gateway.stop()
+        if writer is not None and not await writer.flush(within=STATUS_FLUSH_SECONDS):
+            log.warning("the Free condition could not be written before exit")
+
+    runner.on_stopping("sessions", end_sessions)
+    return await runner.run()
 
 
 async def bridge(args: argparse.Namespace) -> int:
@@ -222,15 +200,15 @@ async def bridge(args: argparse.Namespace) -> int:
         log.error("cannot start the bridge", error=repr(exc))
         the_bridge.close()
         return 1
-    tasks = [
-        asyncio.create_task(the_bridge.watch_tty(), name="watch_tty"),
-        asyncio.create_task(the_bridge.connect_forever(), name="connect"),
-    ]
-    await _until_signalled(tasks)
-    await _cancel(tasks)
-    the_bridge.close()
-    await health.stop()
-    return 0
+    runner = Runner(health=health)
+    runner.add("watch_tty", the_bridge.watch_tty)
+    runner.add("connect", the_bridge.connect_forever)
+
+    async def close_tty() -> None:
+        the_bridge.close()
+
+    runner.on_shutdown("tty", close_tty)
+    return await runner.run()
 
 
 def main(argv: list[str] | None = None) -> int:

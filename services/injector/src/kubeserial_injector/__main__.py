@@ -11,7 +11,6 @@ import gc
 import hashlib
 import logging
 import os
-import signal
 import ssl
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from kubeserial_common.core.podspec import DEFAULT_BRIDGE_IMAGE, BridgeSettings
 from kubeserial_common.runtime.health import HealthServer
 from kubeserial_common.runtime.kube import api_client
 from kubeserial_common.runtime.logs import configure_logging
+from kubeserial_common.runtime.runner import Runner
 from kubeserial_injector.app import AdmissionMetrics, create_app
 from kubeserial_injector.certs import SelfManagedCerts, TlsBundle, server_context, serving_names, write_files
 from kubeserial_injector.devices import DeviceCatalog
@@ -125,51 +125,49 @@ class Injector:
             image=args.bridge_image, namespace=args.namespace, image_pull_policy=args.bridge_image_pull_policy
         )
         self.server: uvicorn.Server | None = None
-        self.tasks: list[asyncio.Task[None]] = []
+        self.runner = Runner(health=self.health)
 
-    async def run(self) -> None:
-        main_task = asyncio.current_task()
-        assert main_task is not None
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._request_exit, main_task)
-        await self.health.start()
+    async def run(self) -> int:
         self.health.live_checks["process"] = lambda: True
         async with api_client(self.args.kubeconfig) as api:
             catalog = DeviceCatalog(api)
             self.health.ready_checks["devices-synced"] = lambda: catalog.synced
             self.health.ready_checks["serving"] = lambda: self.server is not None and self.server.started
-            self.tasks.append(asyncio.create_task(catalog.run(), name="devices"))
-            context = await self._tls(api)
-            app = create_app(lookup=catalog.lookup, settings=self.settings, metrics=self.metrics)
-            config = uvicorn.Config(
-                app,
-                host=self.args.host,
-                port=self.args.port,
-                ssl_context_factory=lambda _config, _default: context,
-                log_config=None,
-                access_log=False,
-                lifespan="off",
-                timeout_keep_alive=30,  # the apiserver reuses connections; do not make it reconnect
-            )
-            self.server = WebhookServer(config)
-            # uvicorn's own lifecycle lines are plain text; ours below are structured.
-            logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-            log.info("serving webhook", host=self.args.host, port=self.args.port, path="/mutate")
-            # Everything loaded so far (the Kubernetes client's models above all) lives for the whole
-            # process; a full collection scanning it took ~25 ms here, a stall for admissions.
-            gc.collect()
-            gc.freeze()
-            try:
-                await self.server.serve()
-            finally:
-                await self._stop()
+            self.runner.add("devices", catalog.run)
+            self.runner.add("webhook", lambda: self._serve(api, catalog), graceful_stop=self._drain)
+            return await self.runner.run()
 
-    def _request_exit(self, main_task: "asyncio.Task[None]") -> None:
-        if self.server is not None:
-            self.server.should_exit = True  # graceful: finish in-flight admissions
-        else:
-            main_task.cancel()  # still starting up: nothing to drain
+    async def _serve(self, api: client.ApiClient, catalog: DeviceCatalog) -> None:
+        context = await self._tls(api)
+        app = create_app(lookup=catalog.lookup, settings=self.settings, metrics=self.metrics)
+        config = uvicorn.Config(
+            app,
+            host=self.args.host,
+            port=self.args.port,
+            ssl_context_factory=lambda _config, _default: context,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=30,  # the apiserver reuses connections; do not make it reconnect
+        )
+        self.server = WebhookServer(config)
+        # uvicorn's own lifecycle lines are plain text; ours below are structured.
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+        log.info("serving webhook", host=self.args.host, port=self.args.port, path="/mutate")
+        # Everything loaded so far (the Kubernetes client's models above all) lives for the whole
+        # process; a full collection scanning it took ~25 ms here, a stall for admissions.
+        gc.collect()
+        gc.freeze()
+        await self.server.serve()
+        if not self.server.should_exit:
+            raise RuntimeError("the webhook server stopped by itself (could it bind its port?)")
+
+    def _drain(self) -> bool:
+        """At SIGTERM: finish in-flight admissions, then end; still starting up: nothing to drain."""
+        if self.server is None:
+            return False
+        self.server.should_exit = True
+        return True
 
     async def _tls(self, api: client.ApiClient) -> ssl.SSLContext:
         args = self.args
@@ -177,7 +175,7 @@ class Injector:
             if args.tls_cert_file is None or args.tls_key_file is None:
                 raise SystemExit("--cert-mode files needs --tls-cert-file and --tls-key-file")
             context = server_context(args.tls_cert_file, args.tls_key_file)
-            self.tasks.append(asyncio.create_task(self._watch_files(context), name="tls-files"))
+            self.runner.add("tls-files", lambda: self._watch_files(context))
             return context
         certs = SelfManagedCerts(
             api,
@@ -189,9 +187,7 @@ class Injector:
         cert_dir = args.cert_dir or Path(tempfile.mkdtemp(prefix="kubeserial-injector-"))
         bundle = await self._settle(certs)
         context = server_context(*write_files(bundle, cert_dir))
-        self.tasks.append(
-            asyncio.create_task(self._keep_certs(certs, context, bundle, cert_dir), name="tls-self-managed")
-        )
+        self.runner.add("tls-self-managed", lambda: self._keep_certs(certs, context, bundle, cert_dir))
         return context
 
     async def _settle(self, certs: SelfManagedCerts) -> TlsBundle:
@@ -241,14 +237,6 @@ class Injector:
             except (OSError, ssl.SSLError) as exc:
                 log.warning("could not reload certificate files", error=repr(exc))
 
-    async def _stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        await self.health.stop()
-
 
 def _digest(*paths: Path) -> str:
     return hashlib.sha256(b"".join(path.read_bytes() for path in paths)).hexdigest()
@@ -259,13 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(level=args.log_level, fmt=args.log_format)
     log.info("starting", port=args.port, cert_mode=args.cert_mode, bridge_image=args.bridge_image)
     # uvloop (with httptools, which uvicorn picks up itself): ~25% less CPU per admission (bench).
-    with (
-        contextlib.suppress(asyncio.CancelledError),
-        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
-    ):
-        runner.run(Injector(args).run())
-    log.info("stopped")
-    return 0
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        code = runner.run(Injector(args).run())
+    log.info("stopped", exit_code=code)
+    return code
 
 
 if __name__ == "__main__":

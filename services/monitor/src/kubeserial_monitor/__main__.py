@@ -4,7 +4,6 @@ matching SerialDevices, advertises them as node extended resources and renews th
 import argparse
 import asyncio
 import os
-import signal
 import sys
 
 import structlog
@@ -13,6 +12,7 @@ from kubeserial_common.core.cli import add_common_arguments
 from kubeserial_common.runtime.health import HealthServer
 from kubeserial_common.runtime.kube import api_client
 from kubeserial_common.runtime.logs import configure_logging
+from kubeserial_common.runtime.runner import Runner
 from kubeserial_monitor.metrics import Metrics
 from kubeserial_monitor.monitor import Monitor, Settings
 
@@ -66,16 +66,15 @@ async def serve(args: argparse.Namespace) -> int:
         lease_duration_seconds=args.lease_duration_seconds,
         lease_renew_seconds=args.lease_renew_seconds,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     log.info("starting", node=settings.node, namespace=settings.namespace)
     async with api_client(args.kubeconfig) as api:
         metrics = Metrics()
         health = HealthServer(host=args.health_host, port=args.health_port, registry=metrics.registry)
         monitor = Monitor(api, settings, metrics=metrics, health=health)
-        code = await monitor.run(stop)
+        runner = Runner(health=health)
+        monitor.register(runner)
+        await monitor.start()
+        code = await runner.run()
     log.info("stopped", node=settings.node, exit_code=code)
     return code
 

@@ -7,7 +7,6 @@ device the apiserver picks one and the other, re-reading, sees the winner and wr
 """
 
 import asyncio
-import contextlib
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from kubernetes_asyncio import client
 from pydantic import ValidationError
 
 from kubeserial_common.core import constants as c
+from kubeserial_common.core import resources as r
 from kubeserial_common.core.conditions import now_rfc3339
 from kubeserial_common.core.errors import ApiError, NotFound, message_of
 from kubeserial_common.core.models import SerialDeviceSpec
@@ -27,6 +27,7 @@ from kubeserial_common.runtime.events import NORMAL, EventRecorder
 from kubeserial_common.runtime.health import HealthServer
 from kubeserial_common.runtime.kube import JSON_PATCH, CustomObjects, read_json
 from kubeserial_common.runtime.leases import LeaseHolder
+from kubeserial_common.runtime.runner import Runner
 from kubeserial_common.runtime.watching import Informer
 from kubeserial_common.runtime.workqueue import WorkQueue, run_workers
 from kubeserial_monitor.claims import Change, decide, owned_by, owner
@@ -84,7 +85,10 @@ class Monitor:
         )
         self.informer = Informer(
             list_call=functools.partial(
-                client.CustomObjectsApi(api).list_cluster_custom_object, c.GROUP, c.VERSION, c.SERIALDEVICES
+                client.CustomObjectsApi(api).list_cluster_custom_object,
+                r.SERIALDEVICE.group,
+                r.SERIALDEVICE.version,
+                r.SERIALDEVICE.plural,
             ),
             handler=self._on_device_event,
             name="serialdevices",
@@ -260,9 +264,8 @@ class Monitor:
 
         return on_error
 
-    async def run(self, stop: asyncio.Event) -> int:
-        """Run until `stop` is set (SIGTERM); returns the process exit code."""
-        await self.health.start()
+    async def start(self) -> None:
+        """Before the runnables start: take the node Lease if we can, listen to udev, scan once."""
         try:
             await self.lease.try_acquire_or_renew()
         except ApiError as exc:  # the renew loop keeps trying
@@ -270,46 +273,34 @@ class Monitor:
         # Listen before the first scan so that nothing plugged in between is missed.
         self.watcher.start()
         self.rescan()
-        tasks: list[asyncio.Task[Any]] = [
-            asyncio.create_task(self.informer.run(), name="informer"),
-            asyncio.create_task(
-                run_workers(
-                    self.device_queue,
-                    self.reconcile_device,
-                    workers=self.settings.workers,
-                    name="device",
-                    on_error=self._count_error("device"),
-                ),
-                name="device-workers",
-            ),
-            asyncio.create_task(
-                run_workers(
-                    self.node_queue,
-                    self.sync_node_resources,
-                    workers=1,
-                    name="node-resources",
-                    on_error=self._count_error("node"),
-                ),
-                name="node-workers",
-            ),
-            asyncio.create_task(self.lease.run(), name="lease"),
-            asyncio.create_task(self._rescan_periodically(), name="rescan"),
-        ]
         self.node_queue.add(NODE_KEY)  # drop keys of devices deleted while we were down
-        stopping = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        exit_code = 0
-        for task in done:
-            if task is not stopping:
-                exit_code = 1
-                log.error("task ended unexpectedly", task=task.get_name(), error=repr(task.exception()))
-        for task in [stopping, *tasks]:
-            task.cancel()
-        for task in [stopping, *tasks]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        await self.shutdown()
-        return exit_code
+
+    def register(self, runner: Runner) -> None:
+        """The monitor's runnables and its shutdown step, supervised by the process runner."""
+        runner.add("informer", self.informer.run)
+        runner.add(
+            "device-workers",
+            lambda: run_workers(
+                self.device_queue,
+                self.reconcile_device,
+                workers=self.settings.workers,
+                name="device",
+                on_error=self._count_error("device"),
+            ),
+        )
+        runner.add(
+            "node-workers",
+            lambda: run_workers(
+                self.node_queue,
+                self.sync_node_resources,
+                workers=1,
+                name="node-resources",
+                on_error=self._count_error("node"),
+            ),
+        )
+        runner.add("lease", self.lease.run)
+        runner.add("rescan", self._rescan_periodically)
+        runner.on_shutdown("node-resources", self.shutdown)
 
     async def shutdown(self) -> None:
         """Remove our extended resources; the Lease is left to expire (a restart renews it)."""
@@ -322,4 +313,3 @@ class Monitor:
             )
         except (ApiError, TimeoutError) as exc:
             log.warning("could not clean up node resources", error=repr(exc))
-        await self.health.stop()

@@ -25,6 +25,9 @@ class HealthServer:
     _server: asyncio.Server | None = None
 
     async def start(self) -> None:
+        """Listen (once: a service may start it early, before the process runner does)."""
+        if self._server is not None:
+            return
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
         sockets = self._server.sockets or ()
         if sockets:
@@ -35,6 +38,7 @@ class HealthServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+            self._server = None
 
     def _respond(self, path: str) -> tuple[int, str, bytes]:
         if path == "/metrics":
