@@ -189,9 +189,9 @@ def remove_cgroup(path: str, *, keep_top: bool = False) -> None:
 # -- host directories shared by all clusters (mountpoints for the private tmpfs) -------------------
 
 
-def _host_lock() -> int:
+def _lock_file(name: str) -> int:
     STATE_ROOT.mkdir(parents=True, exist_ok=True)
-    return os.open(STATE_ROOT / "host.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    return os.open(STATE_ROOT / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
 
 def _created_dirs_file() -> Path:
@@ -199,28 +199,36 @@ def _created_dirs_file() -> Path:
 
 
 def prepare_host_dirs() -> int:
-    """Create the missing mountpoints and return an fd holding a shared lock: node holders inherit
-    it, so the directories are removed only once no cluster on this machine is left."""
-    fd = _host_lock()
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    record = _created_dirs_file()
-    created: list[str] = json.loads(record.read_text()) if record.exists() else []
-    for directory in (*PRIVATE_DIRS, "/run/netns"):
-        if not os.path.exists(directory):
-            if directory != "/run/netns":  # `ip netns add` makes that one (and mounts it)
-                os.makedirs(directory)
-            created.append(directory)
-    record.write_text(json.dumps(sorted(set(created))))
-    fcntl.flock(fd, fcntl.LOCK_SH)
-    return fd
+    """Create the missing mountpoints and return an fd holding a shared lock on `host-in-use.lock`:
+    node holders inherit it, so the directories are removed only once no cluster is left. The
+    record itself is guarded by `host-dirs.lock`, held only for a moment (not for a cluster's life:
+    a second cluster must not wait for the first to go down)."""
+    guard = _lock_file("host-dirs.lock")
+    try:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        record = _created_dirs_file()
+        created: list[str] = json.loads(record.read_text()) if record.exists() else []
+        for directory in (*PRIVATE_DIRS, "/run/netns"):
+            if not os.path.exists(directory):
+                if directory != "/run/netns":  # `ip netns add` makes that one (and mounts it)
+                    os.makedirs(directory)
+                created.append(directory)
+        record.write_text(json.dumps(sorted(set(created))))
+        in_use = _lock_file("host-in-use.lock")
+        fcntl.flock(in_use, fcntl.LOCK_SH)
+        return in_use
+    finally:
+        os.close(guard)
 
 
 def release_host_dirs() -> None:
-    """Remove the recorded directories if no cluster holds the lock any more and they are empty."""
-    fd = _host_lock()
+    """Remove the recorded directories if no cluster holds them any more and they are empty."""
+    guard = _lock_file("host-dirs.lock")
+    in_use = _lock_file("host-in-use.lock")
     try:
+        fcntl.flock(guard, fcntl.LOCK_EX)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(in_use, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return  # another cluster (its node holders) still uses them
         record = _created_dirs_file()
@@ -237,7 +245,8 @@ def release_host_dirs() -> None:
                 left.append(directory)
         record.write_text(json.dumps(left))
     finally:
-        os.close(fd)
+        os.close(in_use)
+        os.close(guard)
 
 
 # -- the cluster ------------------------------------------------------------------------------------
