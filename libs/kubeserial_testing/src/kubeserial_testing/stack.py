@@ -350,6 +350,14 @@ class LocalStack:
         assert len(found) == 1, f"expected one gateway process for {device} on {node}, found {len(found)}"
         return found[0]
 
+    def container_logs(self, node: str, pod_prefix: str, container: str) -> str:
+        """Everything the stand-in kubelet's containers `container` of pods named `pod_prefix`...
+        on `node` logged, in start order (it outlives the pods)."""
+        paths = sorted(
+            (self.workdir / "pods").glob(f"{node}-{pod_prefix}*-{container}.log"), key=os.path.getmtime
+        )
+        return "".join(path.read_text(errors="replace") for path in paths)
+
     def link_path(self, pod: str, device: str) -> Path:
         """Where the stand-in kubelet put the tty link of `pod`'s bridge for `device`."""
         return self.workdir / "links" / pod / device

@@ -11,6 +11,7 @@ preload). Processes started with `env` (LD_PRELOAD + UMOCKDEV_DIR) enumerate its
 libudev/pyudev and receive its uevents over their netlink sockets.
 """
 
+import os
 import re
 import socket
 import subprocess
@@ -75,17 +76,27 @@ def adapter_description(adapter: UsbAdapter, *, tty: str, fixture: str | None = 
 class SimulatedUsb:
     """A umockdev testbed in a driver process; plug/unplug adapters; `env` for processes under test."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, testbed_parent: Path | None = None, shared: bool = False) -> None:
+        """`testbed_parent`: where the testbed directory is made (default: the system's temp dir).
+        `shared`: open the testbed to every uid, for a non-root monitor in a container (tests only)."""
         self.workdir = workdir
+        self.testbed_parent = testbed_parent
+        self.shared = shared
         self.root_dir = ""
         self._proc: subprocess.Popen[str] | None = None
         self._next_tty = 0
         self.plugged: dict[UsbAdapter, str] = {}  # adapter -> its devnode (/dev/ttyUSBn)
+        self._device_sides: dict[UsbAdapter, list[int]] = {}
 
     def __enter__(self) -> "SimulatedUsb":
         self.workdir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        if self.testbed_parent is not None:
+            self.testbed_parent.mkdir(parents=True, exist_ok=True)
+            env["TMPDIR"] = str(self.testbed_parent)  # umockdev makes its testbed with g_dir_make_tmp
         self._proc = subprocess.Popen(
             ["umockdev-wrapper", SYSTEM_PYTHON, str(DRIVER)],
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=sys.stderr,
@@ -95,7 +106,15 @@ class SimulatedUsb:
         if len(words) != 2 or words[0] != "ready":
             raise RuntimeError(f"umockdev driver did not start: {words!r}")
         self.root_dir = words[1]
+        if self.shared:
+            self._open_up()
         return self
+
+    def _open_up(self) -> None:
+        """A non-root monitor must read the testbed and create its event sockets in it."""
+        for path in [Path(self.root_dir), *Path(self.root_dir).rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(0o777 if path.is_dir() else 0o666)
 
     def __exit__(
         self,
@@ -132,10 +151,16 @@ class SimulatedUsb:
             node_entry.symlink_to(f"188:{tty_number(tty)}")
         words = self._command(f"plug {self._key(adapter)} {description}")
         self.plugged[adapter] = words[0] if words else f"/dev/{tty}"
+        if self.shared:
+            self._open_up()
+            os.chmod(os.path.realpath(Path(self.root_dir) / self.plugged[adapter].removeprefix("/")), 0o666)
         return self.plugged[adapter]
 
     def unplug(self, adapter: UsbAdapter, *, announce: bool = True) -> None:
         """Remove the adapter; `announce=False` sends no uevent (a lost event: only a rescan sees it)."""
+        # Our copies of the pty master go with the device, so that the tty hangs up as a real one does.
+        for fd in self._device_sides.pop(adapter, []):
+            os.close(fd)
         self._command(f"unplug {self._key(adapter)}" + ("" if announce else " quiet"))
         self.plugged.pop(adapter, None)
         for path in [*self._links(adapter), *self._node_entries(adapter)]:
@@ -154,7 +179,8 @@ class SimulatedUsb:
     def device_side(self, adapter: UsbAdapter) -> int:
         """A file descriptor of the pty master behind the plugged adapter's tty: the test reads what
         programs write to the device, writes what the device "sends", and sees the port's termios
-        (on Linux the master reports the slave's settings, so a baud change shows up here)."""
+        (on Linux the master reports the slave's settings, so a baud change shows up here).
+        Owned by this object: `unplug` closes it (the wire is gone with the device)."""
         devnode = self.plugged[adapter]
         path = self.workdir / f"master-{self._key(adapter)}.sock"
         path.unlink(missing_ok=True)
@@ -171,9 +197,14 @@ class SimulatedUsb:
         words = self._read().split()
         if not words or words[0] != "ok" or len(fds) != 1:
             raise RuntimeError(f"umockdev driver: no pty master for {devnode}: {' '.join(words)}")
+        self._device_sides.setdefault(adapter, []).append(fds[0])
         return fds[0]
 
     def close(self) -> None:
+        for fds in self._device_sides.values():
+            for fd in fds:
+                os.close(fd)
+        self._device_sides.clear()
         if self._proc is None:
             return
         assert self._proc.stdin is not None

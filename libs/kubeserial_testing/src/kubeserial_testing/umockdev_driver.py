@@ -13,11 +13,14 @@ this script over pipes (kubeserial_testing.umockdev does that). Protocol, one li
 
 `plug` adds the devices of a umockdev description (each emits an `add` uevent); `unplug` removes
 them children first, sending a `remove` uevent before each (removal itself sends none) unless
-`quiet`: then the devices just vanish, like an event lost on the way. The pty
+`quiet`: then the devices just vanish, like an event lost on the way. Before that, the pty master of
+each tty is closed: the kernel hangs up a USB serial tty the moment its adapter goes, and a
+program holding it open sees that at once (EIO, POLLHUP); without this it saw nothing. The pty
 masters of the simulated ttys stay open in this process for as long as it runs; `master` hands
 a duplicate of one to the test (SCM_RIGHTS over the given unix socket) so it can play the device.
 """
 
+import os
 import socket
 import sys
 
@@ -39,6 +42,7 @@ def devnodes(description: str) -> list[str]:
 def main() -> int:
     testbed = UMockdev.Testbed.new()
     plugged: dict[str, list[str]] = {}
+    nodes: dict[str, list[str]] = {}
     reply(f"ready {testbed.get_root_dir()}")
     for line in sys.stdin:
         words = line.split()
@@ -51,9 +55,12 @@ def main() -> int:
                     description = description_file.read()
                 testbed.add_from_string(description)
                 plugged[key] = sysfs_paths(description)
+                nodes[key] = devnodes(description)
                 reply(" ".join(["ok", *devnodes(description)]))
             elif len(words) in (2, 3) and words[0] == "unplug":
                 announce = words[2:] != ["quiet"]
+                for devnode in nodes.pop(words[1], []):
+                    os.close(testbed.get_dev_fd(devnode))  # hang up, as an unplugged adapter does
                 for sys_path in reversed(plugged.pop(words[1])):
                     if announce:
                         testbed.uevent(sys_path, "remove")

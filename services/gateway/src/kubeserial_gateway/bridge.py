@@ -140,6 +140,10 @@ class Bridge:
         self.lines_sent: bool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retrying = False  # in a streak of connections the gateway closed at once: log quietly
+        # A connection is a session once the gateway speaks: it refuses (busy, device unavailable)
+        # by closing without a byte, and those are not (re)connections, only failed attempts.
+        self.session_established = False
+        self.sessions = 0
 
     @property
     def is_connected(self) -> bool:
@@ -332,6 +336,7 @@ class Bridge:
 
     def connected(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        self.session_established = False
         self.client = Rfc2217Client()
         self.metrics.connected.set(1)
         transport.write(self.client.greeting())
@@ -364,6 +369,12 @@ class Bridge:
         )
 
     def from_gateway(self, data: bytes) -> None:
+        if not self.session_established:
+            self.session_established = True
+            self.metrics.connects.inc()
+            if self.sessions:
+                self.metrics.reconnects.inc()
+            self.sessions += 1
         events, reply = self.client.receive(data)
         if reply and self.transport is not None:
             self.transport.write(reply)
@@ -396,7 +407,6 @@ class Bridge:
     async def connect_forever(self) -> None:
         loop = asyncio.get_running_loop()
         failures = 0
-        connected_before = False
         while True:
             try:
                 _, link = await asyncio.wait_for(
@@ -411,12 +421,10 @@ class Bridge:
                     )
                 await asyncio.sleep(RECONNECT_BACKOFF.delay(failures))
                 continue
-            self.metrics.connects.inc()
-            if connected_before:
-                self.metrics.reconnects.inc()
-            connected_before = True
             started = loop.time()
             await link.closed
+            if not self.session_established:
+                self.metrics.connect_failures.inc()  # refused: closed before the gateway said a word
             if loop.time() - started < SHORT_CONNECTION:
                 failures += 1
                 if not self._retrying:  # say it once per streak, not every couple of seconds

@@ -86,11 +86,11 @@ class BridgeMetrics:
             "kubeserial_bridge_connected", "1 while connected to the gateway", registry=registry
         )
         self.connects = Counter(
-            "kubeserial_bridge_connects", "Successful connections to the gateway", registry=registry
+            "kubeserial_bridge_connects", "Sessions with the gateway (it answered)", registry=registry
         )
         self.reconnects = Counter(
             "kubeserial_bridge_reconnects",
-            "Connections made after the previous one was lost",
+            "Sessions after the first: the gateway went away and came back",
             registry=registry,
         )
         self.connect_failures = Counter(
