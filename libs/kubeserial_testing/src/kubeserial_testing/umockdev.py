@@ -142,15 +142,15 @@ class SimulatedUsb:
             link.parent.mkdir(parents=True, exist_ok=True)
             link.unlink(missing_ok=True)
             link.symlink_to(f"../../{tty}")
-        # On a real node stat() of a udev link reports the tty's own number (188:n). umockdev's
-        # preload answers stat() of /dev paths from dev/.node/<path with / as _>, which it writes
-        # only for the node itself: without these entries stat(by-id) reported 0:0.
-        for node_entry in self._node_entries(adapter):
-            node_entry.parent.mkdir(parents=True, exist_ok=True)
-            node_entry.unlink(missing_ok=True)
-            node_entry.symlink_to(f"188:{tty_number(tty)}")
         words = self._command(f"plug {self._key(adapter)} {description}")
         self.plugged[adapter] = words[0] if words else f"/dev/{tty}"
+        # On a real node stat() of a udev link reports the tty's own number (188:n). umockdev's
+        # preload answers stat() of /dev paths from dev/.node/<path with / as _>, which it writes
+        # only for the node itself: without these entries stat(by-id) reported 0:0. (After the add:
+        # umockdev asserts on a .node folder it did not make.)
+        for node_entry in self._node_entries(adapter):
+            node_entry.unlink(missing_ok=True)
+            node_entry.symlink_to(f"188:{tty_number(tty)}")
         if self.shared:
             self._open_up()
             os.chmod(os.path.realpath(Path(self.root_dir) / self.plugged[adapter].removeprefix("/")), 0o666)

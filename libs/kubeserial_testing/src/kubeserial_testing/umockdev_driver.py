@@ -59,8 +59,15 @@ def main() -> int:
                 reply(" ".join(["ok", *devnodes(description)]))
             elif len(words) in (2, 3) and words[0] == "unplug":
                 announce = words[2:] != ["quiet"]
+                root = testbed.get_root_dir()
                 for devnode in nodes.pop(words[1], []):
+                    pty = os.readlink(root + devnode)  # /dev/pts/N behind the simulated tty
                     os.close(testbed.get_dev_fd(devnode))  # hang up, as an unplugged adapter does
+                    # The kernel may now hand /dev/pts/N to the next plug; umockdev's map of it
+                    # would then clash (it assumes its ptys live as long as the testbed).
+                    ptymap = os.path.join(root, "dev", ".ptymap", pty.replace("/", "_"))
+                    if os.path.lexists(ptymap):
+                        os.unlink(ptymap)
                 for sys_path in reversed(plugged.pop(words[1])):
                     if announce:
                         testbed.uevent(sys_path, "remove")
