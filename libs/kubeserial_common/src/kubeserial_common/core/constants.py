@@ -11,6 +11,7 @@ KUBESERIALS: Final = "kubeserials"
 SERIALDEVICES: Final = "serialdevices"
 MANAGERS: Final = "managers"
 MANAGERSCHEDULEREQUESTS: Final = "managerschedulerequests"
+SERIALPORTS: Final = "serialports"
 
 INJECT_ANNOTATION: Final = f"{GROUP}/inject-device"
 # Pod annotations read by the injector besides the one above.
@@ -21,6 +22,7 @@ INJECTED_ANNOTATION: Final = f"{GROUP}/injected"  # marker: mutation already app
 KUBESERIAL_LABEL: Final = f"{GROUP}/kubeserial"  # value "<namespace>.<name>"
 DEVICE_LABEL: Final = f"{GROUP}/device"
 MANAGER_LABEL: Final = f"{GROUP}/manager"
+NODE_LABEL: Final = f"{GROUP}/node"  # on a SerialPort: its node (kubeserial_common.core.serialports)
 COMPONENT_LABEL: Final = "app.kubernetes.io/component"
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "kubeserial"

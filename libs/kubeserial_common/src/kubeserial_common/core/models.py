@@ -97,6 +97,9 @@ class SerialDeviceStatus(Model):
     device_path: str | None = Field(
         default=None, description="Path of the device on that node (/dev/serial/by-id/... when known)."
     )
+    port: str | None = Field(
+        default=None, max_length=253, description="The SerialPort this device is bound to (the controller)."
+    )
 
 
 class SerialDeviceEntry(DeviceMatch):
@@ -281,4 +284,68 @@ class ManagerScheduleRequest(Resource):
     status: ManagerScheduleRequestStatus = Field(default_factory=ManagerScheduleRequestStatus)
 
 
-ALL_RESOURCES: tuple[type[Resource], ...] = (KubeSerial, SerialDevice, Manager, ManagerScheduleRequest)
+class SerialPortSpec(Model):
+    """What the monitor of `nodeName` sees of one USB serial adapter (kubeserial_common.core.serialports)."""
+
+    node_name: str = Field(
+        min_length=1, max_length=253, pattern=K8S_NAME, description="Node it is plugged into."
+    )
+    id_vendor: str = Field(pattern=r"^[0-9a-f]{4}$", description="USB vendor id, 4 lowercase hex digits.")
+    id_product: str = Field(pattern=r"^[0-9a-f]{4}$", description="USB product id, 4 lowercase hex digits.")
+    serial_number: str | None = Field(default=None, max_length=256, description="USB serial number, if any.")
+    manufacturer: str | None = Field(default=None, max_length=256, description="USB manufacturer string.")
+    product: str | None = Field(default=None, max_length=256, description="USB product string (the model).")
+    by_id_path: str | None = Field(
+        default=None,
+        max_length=4096,
+        pattern=r"^/dev/serial/by-id/[^/]+$",
+        description="/dev/serial/by-id link.",
+    )
+    devnode: str = Field(
+        max_length=4096, pattern=r"^/dev/[^.]", description="Device node, e.g. /dev/ttyUSB0."
+    )
+    device_path: str = Field(
+        max_length=4096,
+        pattern=r"^/dev/[^.]",
+        description="The stable path a gateway opens: the by-id link, else by-path, else the devnode.",
+    )
+
+
+class SerialPortStatus(Model):
+    device: str | None = Field(
+        default=None,
+        max_length=DEVICE_NAME_MAX,
+        description="The SerialDevice bound to this port (the controller).",
+    )
+
+
+class SerialPort(Resource):
+    info = resources.SERIALPORT
+    kind_name = info.kind
+    plural = info.plural
+    namespaced = info.namespaced
+    short_names = ("sp",)
+    description = (
+        "A USB serial adapter plugged into a node, published by that node's monitor; the controller"
+        " binds SerialDevices to SerialPorts."
+    )
+    printer_columns = (
+        {"name": "Node", "type": "string", "jsonPath": ".spec.nodeName"},
+        {"name": "Vendor", "type": "string", "jsonPath": ".spec.idVendor"},
+        {"name": "Product", "type": "string", "jsonPath": ".spec.idProduct"},
+        {"name": "Serial", "type": "string", "jsonPath": ".spec.serialNumber"},
+        {"name": "Model", "type": "string", "jsonPath": ".spec.product"},
+        {"name": "Device", "type": "string", "jsonPath": ".status.device"},
+    )
+
+    spec: SerialPortSpec
+    status: SerialPortStatus = Field(default_factory=SerialPortStatus)
+
+
+ALL_RESOURCES: tuple[type[Resource], ...] = (
+    KubeSerial,
+    SerialDevice,
+    Manager,
+    ManagerScheduleRequest,
+    SerialPort,
+)

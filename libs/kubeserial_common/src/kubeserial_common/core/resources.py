@@ -45,7 +45,8 @@ MANAGER = ResourceInfo(c.API_VERSION, "Manager", c.MANAGERS, namespaced=False)
 MANAGERSCHEDULEREQUEST = ResourceInfo(
     c.API_VERSION, "ManagerScheduleRequest", c.MANAGERSCHEDULEREQUESTS, namespaced=False
 )
-CUSTOM = (KUBESERIAL, SERIALDEVICE, MANAGER, MANAGERSCHEDULEREQUEST)
+SERIALPORT = ResourceInfo(c.API_VERSION, "SerialPort", c.SERIALPORTS, namespaced=False)
+CUSTOM = (KUBESERIAL, SERIALDEVICE, MANAGER, MANAGERSCHEDULEREQUEST, SERIALPORT)
 
 # Kubernetes kinds the services read or write.
 DEPLOYMENT = ResourceInfo("apps/v1", "Deployment", "deployments", namespaced=True)
