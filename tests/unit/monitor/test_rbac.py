@@ -8,18 +8,17 @@ import yaml
 RBAC = Path(__file__).resolve().parents[3] / "deploy" / "kustomize" / "base" / "rbac" / "monitor.yaml"
 SA = {"kind": "ServiceAccount", "name": "kubeserial-monitor", "namespace": "kubeserial"}
 
-# (where, apiGroup, resource, verb) for every call: informer, claims, node resources, lease, Events.
+# (where, apiGroup, resource, verb) for every call: its node's SerialPorts and its Lease. No
+# SerialDevice and no Node: the monitor's cost follows its own node, and the controller binds.
 EXPECTED = {
-    ("cluster", "app.kubeserial.com", "serialdevices", "get"),
-    ("cluster", "app.kubeserial.com", "serialdevices", "list"),
-    ("cluster", "app.kubeserial.com", "serialdevices", "watch"),
-    ("cluster", "app.kubeserial.com", "serialdevices/status", "patch"),
-    ("cluster", "", "nodes", "get"),
-    ("cluster", "", "nodes/status", "patch"),
+    ("cluster", "app.kubeserial.com", "serialports", "get"),
+    ("cluster", "app.kubeserial.com", "serialports", "list"),
+    ("cluster", "app.kubeserial.com", "serialports", "create"),
+    ("cluster", "app.kubeserial.com", "serialports", "patch"),
+    ("cluster", "app.kubeserial.com", "serialports", "delete"),
     ("kubeserial", "coordination.k8s.io", "leases", "get"),
     ("kubeserial", "coordination.k8s.io", "leases", "create"),
     ("kubeserial", "coordination.k8s.io", "leases", "update"),
-    ("cluster", "", "events", "create"),  # in "default", the only namespace for cluster-scoped objects
 }
 
 
@@ -55,3 +54,8 @@ def test_has_its_own_service_account() -> None:
     assert [(a["metadata"]["name"], a["metadata"]["namespace"]) for a in accounts] == [
         ("kubeserial-monitor", "kubeserial")
     ]
+
+
+def test_reads_no_serialdevice_and_no_node() -> None:
+    resources = {resource for _where, _group, resource, _verb in granted()}
+    assert not {r for r in resources if r.startswith(("serialdevices", "nodes"))}

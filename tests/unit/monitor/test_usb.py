@@ -1,17 +1,9 @@
-"""Matching ttys to SerialDevices: ids, serials, stable paths, one tty per device."""
+"""What the monitor reads of a USB tty: ids, serials, stable paths, and the SerialPort it publishes."""
 
-from hypothesis import given
-from hypothesis import strategies as st
-
-from kubeserial_common.core.models import SerialDeviceSpec
-from kubeserial_monitor.usb import UsbTty, assign, matches, normalize_usb_id, stable_device_path, usb_tty
+from kubeserial_monitor.usb import UsbTty, normalize_usb_id, stable_device_path, usb_tty
 
 BY_ID = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0"
 BY_PATH = "/dev/serial/by-path/pci-0000:00:14.0-usb-0:1:1.0-port0"
-
-
-def spec(vendor: str = "0403", product: str = "6001", serial: str | None = None) -> SerialDeviceSpec:
-    return SerialDeviceSpec(id_vendor=vendor, id_product=product, serial_number=serial)
 
 
 def tty(serial: str | None = "A", *, port: int = 1, vendor: str = "0403", product: str = "6001") -> UsbTty:
@@ -22,18 +14,6 @@ def tty(serial: str | None = "A", *, port: int = 1, vendor: str = "0403", produc
         product=product,
         serial=serial,
     )
-
-
-def test_ids_compare_as_hex_ignoring_case() -> None:
-    assert matches(spec("10C4", "EA60"), tty(vendor="10c4", product="ea60"))
-    assert not matches(spec("10c4", "ea61"), tty(vendor="10c4", product="ea60"))
-
-
-def test_serial_is_required_only_when_the_spec_names_one() -> None:
-    assert matches(spec(), tty("X1"))
-    assert matches(spec(serial="X1"), tty("X1"))
-    assert not matches(spec(serial="X1"), tty("X2"))
-    assert not matches(spec(serial="X1"), tty(None))
 
 
 def test_usb_ids_are_normalised() -> None:
@@ -86,46 +66,16 @@ def test_not_a_usb_tty() -> None:
     )
 
 
-def test_two_identical_adapters_with_different_serials_map_to_their_own_devices() -> None:
-    got = assign(
-        {"left": spec(serial="S1"), "right": spec(serial="S2")}, [tty("S2", port=2), tty("S1", port=1)]
+def test_port_name_is_deterministic_per_node_and_stable_path() -> None:
+    with_link = UsbTty(
+        sys_path="/sys/x", devnode="/dev/ttyUSB0", vendor="0403", product="6001", serial="A", links=(BY_ID,)
     )
-    assert got["left"].serial == "S1" and got["right"].serial == "S2"
-
-
-def test_specific_device_wins_over_a_wildcard_whatever_the_names() -> None:
-    got = assign({"aaa-any": spec(), "zzz-exact": spec(serial="S1")}, [tty("S1")])
-    assert got == {"zzz-exact": tty("S1")}
-
-
-def test_wildcards_share_identical_adapters_one_each() -> None:
-    got = assign({"one": spec(), "two": spec()}, [tty(None, port=2), tty(None, port=1)])
-    assert got["one"].sys_path != got["two"].sys_path
-
-
-def test_no_match_no_assignment() -> None:
-    assert assign({"gps": spec("1546", "01a7")}, [tty("S1")]) == {}
-
-
-serials = st.sampled_from(["S1", "S2", "S3"])
-
-
-@given(
-    devices=st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), st.none() | serials),
-    adapters=st.lists(st.tuples(st.integers(1, 6), st.none() | serials), unique_by=lambda a: a[0]),
-)
-def test_assignment_is_a_valid_matching(
-    devices: dict[str, str | None], adapters: list[tuple[int, str | None]]
-) -> None:
-    specs = {name: spec(serial=serial) for name, serial in devices.items()}
-    ttys = [tty(serial, port=port) for port, serial in adapters]
-    got = assign(specs, ttys)
-    assert len({t.sys_path for t in got.values()}) == len(got)  # no tty twice
-    assert all(matches(specs[name], t) for name, t in got.items())
-    assert got == assign(specs, list(reversed(ttys)))  # order of discovery does not matter
-    for name, serial in devices.items():
-        # A device naming a serial that some adapter has always gets one when no other device
-        # names the same serial (a wildcard device can never take it away).
-        rivals = [n for n, s in devices.items() if s == serial and n != name]
-        if serial is not None and not rivals and any(s == serial for _, s in adapters):
-            assert got[name].serial == serial
+    renumbered = UsbTty(
+        sys_path="/sys/y", devnode="/dev/ttyUSB3", vendor="0403", product="6001", serial="A", links=(BY_ID,)
+    )
+    assert with_link.port_name("node-a") == renumbered.port_name("node-a")  # survives ttyUSB0 -> 3
+    assert with_link.port_name("node-a") != with_link.port_name("node-b")
+    assert with_link.port_name("node-a").startswith("node-a-")
+    port = with_link.port("node-a")
+    assert port["spec"]["byIdPath"] == BY_ID and port["spec"]["devicePath"] == BY_ID
+    assert port["metadata"]["labels"]["app.kubeserial.com/node"] == "node-a"

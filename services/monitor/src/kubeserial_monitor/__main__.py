@@ -1,5 +1,6 @@
-"""kubeserial-monitor: one per node (DaemonSet). Finds USB serial devices with udev, claims the
-matching SerialDevices, advertises them as node extended resources and renews the node's Lease."""
+"""kubeserial-monitor: one per node (DaemonSet). Finds USB serial adapters with udev, publishes each as
+a SerialPort of its node and renews the node's Lease. It reads no SerialDevice (the controller binds)
+and uses the lean client (kubeserial_common.runtime.lean), not kubernetes_asyncio."""
 
 import argparse
 import asyncio
@@ -10,7 +11,7 @@ import structlog
 
 from kubeserial_common.core.cli import add_common_arguments
 from kubeserial_common.runtime.health import HealthServer
-from kubeserial_common.runtime.kube import api_client
+from kubeserial_common.runtime.lean import lean_client
 from kubeserial_common.runtime.logs import configure_logging
 from kubeserial_common.runtime.runner import Runner
 from kubeserial_monitor.metrics import Metrics
@@ -24,8 +25,8 @@ log = structlog.get_logger("kubeserial_monitor")
 def parser() -> argparse.ArgumentParser:
     result = argparse.ArgumentParser(
         prog="kubeserial-monitor",
-        description="Watch this node's USB serial devices (udev hot-plug) and publish them to "
-        "SerialDevice status and the Node's kubeserial.com/<device> extended resources.",
+        description="Watch this node's USB serial adapters (udev hot-plug) and publish each one as a "
+        "SerialPort of this node; renew the node's monitor Lease.",
     )
     add_common_arguments(result, health_port=HEALTH_PORT)
     result.add_argument(
@@ -42,8 +43,9 @@ def parser() -> argparse.ArgumentParser:
     result.add_argument(
         "--resync-seconds",
         type=float,
-        default=300.0,
-        help="re-list SerialDevices this often besides watching them (default 300)",
+        default=0.0,
+        help="re-list this node's SerialPorts this often, repairing a hand-deleted one (default 0: "
+        "only at start; the monitor keeps what it wrote)",
     )
     result.add_argument(
         "--lease-duration-seconds",
@@ -67,7 +69,12 @@ async def serve(args: argparse.Namespace) -> int:
         lease_renew_seconds=args.lease_renew_seconds,
     )
     log.info("starting", node=settings.node, namespace=settings.namespace)
-    async with api_client(args.kubeconfig) as api:
+    try:
+        api = lean_client(args.kubeconfig, user_agent=f"kubeserial-monitor/{settings.node}")
+    except (OSError, ValueError, KeyError) as exc:  # unreadable or unsupported kubeconfig: say why
+        log.error("cannot load Kubernetes credentials", error=repr(exc))
+        return 2
+    async with api:
         metrics = Metrics()
         health = HealthServer(host=args.health_host, port=args.health_port, registry=metrics.registry)
         monitor = Monitor(api, settings, metrics=metrics, health=health)

@@ -25,36 +25,20 @@ class Metrics:
         self.usb_ttys = Gauge(
             "kubeserial_monitor_usb_ttys", "USB ttys present on this node", registry=self.registry
         )
-        self.devices_matched = Gauge(
-            "kubeserial_monitor_devices_matched",
-            "SerialDevices that match a tty present on this node",
-            registry=self.registry,
-        )
-        self.devices_owned = Gauge(
-            "kubeserial_monitor_devices_owned",
-            "SerialDevices this node holds (Available=True, status.nodeName = this node)",
-            registry=self.registry,
-        )
-        self.claims = Counter(
-            "kubeserial_monitor_claims_total",
-            "Status writes by outcome: claimed, updated, released, lost (another node won the race)",
+        self.port_writes = Counter(
+            "kubeserial_monitor_serialport_writes_total",
+            "SerialPort writes of this node's monitor, by outcome: created, updated, deleted",
             ["outcome"],
             registry=self.registry,
         )
         self.reconcile_errors = Counter(
             "kubeserial_monitor_reconcile_errors_total",
-            "Failed reconciles (retried with backoff), by kind",
-            ["kind"],
+            "Failed SerialPort reconciles (retried with backoff)",
             registry=self.registry,
         )
-        self.plug_to_status = Histogram(
-            "kubeserial_monitor_plug_to_status_seconds",
-            "From the udev add event to Available=True written on the SerialDevice",
+        self.plug_to_port = Histogram(
+            "kubeserial_monitor_plug_to_port_seconds",
+            "From the udev add event to the node's SerialPort written",
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.node_patches = Counter(
-            "kubeserial_monitor_node_resource_patches_total",
-            "JSON patches of kubeserial.com/* extended resources on this node's status",
             registry=self.registry,
         )

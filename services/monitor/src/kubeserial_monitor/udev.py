@@ -28,7 +28,7 @@ def tty_from_device(device: Any) -> UsbTty | None:
     parent = device.find_parent("usb", "usb_device")
     attributes: dict[str, str | bytes | None] = {}
     if parent is not None:
-        for name in ("idVendor", "idProduct", "serial"):
+        for name in ("idVendor", "idProduct", "serial", "manufacturer", "product"):
             attributes[name] = parent.attributes.get(name)
     return usb_tty(
         sys_path=str(device.sys_path),

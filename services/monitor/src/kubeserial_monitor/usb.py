@@ -1,14 +1,16 @@
-"""What the monitor knows about a USB serial tty, and how SerialDevices are matched to ttys.
+"""What the monitor knows about a USB serial tty, and the SerialPort it publishes for it.
 
 Pure functions only: the udev shell (udev.py) turns pyudev devices into `UsbTty` values and the
-decisions here never touch sysfs or the apiserver.
+decisions here never touch sysfs or the apiserver. Matching SerialDevices to ports is the
+controller's (kubeserial_common.core.binding); the monitor knows nothing of SerialDevices.
 """
 
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from kubeserial_common.core.models import SerialDeviceSpec
+from kubeserial_common.core.serialports import port_name, port_object
 
 BY_ID_PREFIX = "/dev/serial/by-id/"
 BY_PATH_PREFIX = "/dev/serial/by-path/"
@@ -25,10 +27,33 @@ class UsbTty:
     product: str  # 4 lowercase hex digits
     serial: str | None
     links: tuple[str, ...] = ()
+    manufacturer: str | None = None
+    model: str | None = None
 
     @property
     def device_path(self) -> str:
         return stable_device_path(self.devnode, self.links)
+
+    @property
+    def by_id_path(self) -> str | None:
+        return next((link for link in sorted(self.links) if link.startswith(BY_ID_PREFIX)), None)
+
+    def port_name(self, node: str) -> str:
+        return port_name(node, self.device_path)
+
+    def port(self, node: str) -> dict[str, Any]:
+        """The SerialPort this node's monitor publishes for the tty."""
+        return port_object(
+            node=node,
+            vendor=self.vendor,
+            product=self.product,
+            devnode=self.devnode,
+            device_path=self.device_path,
+            serial=self.serial,
+            manufacturer=self.manufacturer,
+            model=self.model,
+            by_id_path=self.by_id_path,
+        )
 
 
 def stable_device_path(devnode: str, links: Iterable[str]) -> str:
@@ -48,6 +73,11 @@ def normalize_usb_id(value: str | bytes | None) -> str | None:
     text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
     text = text.strip().lower().removeprefix("0x")
     return text if _HEX4.match(text) else None
+
+
+def normalize_text(value: str | bytes | None) -> str | None:
+    """A USB string descriptor (manufacturer, product), or udev's ID_VENDOR/ID_MODEL with '_' for ' '."""
+    return normalize_serial(value)
 
 
 def normalize_serial(value: str | bytes | None) -> str | None:
@@ -87,33 +117,19 @@ def usb_tty(
         properties.get("ID_SERIAL_SHORT")
     )
     all_links = tuple(sorted(set(links) | set(split_links(properties.get("DEVLINKS")))))
-    return UsbTty(
-        sys_path=sys_path, devnode=devnode, vendor=vendor, product=product, serial=serial, links=all_links
+    manufacturer = normalize_text(usb_attributes.get("manufacturer")) or normalize_text(
+        (properties.get("ID_VENDOR") or "").replace("_", " ")
     )
-
-
-def matches(spec: SerialDeviceSpec, tty: UsbTty) -> bool:
-    """Vendor and product equal (hex, case-insensitive); the serial too when the spec names one."""
-    if spec.id_vendor.lower() != tty.vendor or spec.id_product.lower() != tty.product:
-        return False
-    return spec.serial_number is None or spec.serial_number.strip() == (tty.serial or "")
-
-
-def assign(specs: Mapping[str, SerialDeviceSpec], ttys: Iterable[UsbTty]) -> dict[str, UsbTty]:
-    """Give each SerialDevice at most one tty, and each tty to at most one SerialDevice.
-
-    Devices that name a serial number choose first, so a device without one (any adapter of that
-    model) cannot take the adapter a more specific device asked for. Ties are broken by name and
-    path, so the answer depends only on the inputs.
-    """
-    available = sorted(ttys, key=lambda tty: (tty.device_path, tty.sys_path))
-    order = sorted(specs, key=lambda name: (specs[name].serial_number is None, name))
-    taken: set[str] = set()
-    result: dict[str, UsbTty] = {}
-    for name in order:
-        for tty in available:
-            if tty.sys_path not in taken and matches(specs[name], tty):
-                result[name] = tty
-                taken.add(tty.sys_path)
-                break
-    return result
+    model = normalize_text(usb_attributes.get("product")) or normalize_text(
+        (properties.get("ID_MODEL") or "").replace("_", " ")
+    )
+    return UsbTty(
+        sys_path=sys_path,
+        devnode=devnode,
+        vendor=vendor,
+        product=product,
+        serial=serial,
+        links=all_links,
+        manufacturer=manufacturer,
+        model=model,
+    )

@@ -4,13 +4,13 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
-from kubernetes_asyncio import client
 
+from kubeserial_common.core import resources as r
 from kubeserial_common.core.errors import AlreadyExists, ApiError, Conflict, NotFound
-from kubeserial_common.runtime.kube import read_json
+from kubeserial_common.runtime.lean import LeanClient
 
 log = structlog.get_logger(__name__)
 
@@ -39,12 +39,57 @@ def lease_expired(spec: dict[str, Any], *, now: datetime) -> bool:
     return expiry < now
 
 
+class _Leases(Protocol):
+    async def read(self, name: str, namespace: str) -> dict[str, Any]: ...
+    async def create(self, namespace: str, body: dict[str, Any]) -> None: ...
+    async def replace(self, name: str, namespace: str, body: dict[str, Any]) -> None: ...
+
+
+class _LeanLeases:
+    def __init__(self, api: LeanClient) -> None:
+        self.api = api
+
+    async def read(self, name: str, namespace: str) -> dict[str, Any]:
+        return await self.api.get(r.LEASE, name, namespace=namespace)
+
+    async def create(self, namespace: str, body: dict[str, Any]) -> None:
+        await self.api.create(r.LEASE, body, namespace=namespace)
+
+    async def replace(self, name: str, namespace: str, body: dict[str, Any]) -> None:
+        await self.api.replace(r.LEASE, name, body, namespace=namespace)
+
+
+class _AsyncioLeases:
+    def __init__(self, api: Any) -> None:
+        # Imported here: a process on the lean client (the monitor) never loads kubernetes_asyncio.
+        from kubernetes_asyncio import client
+
+        from kubeserial_common.runtime.kube import read_json
+
+        self.coordination: Any = client.CoordinationV1Api(api)
+        self._read_json = read_json
+
+    async def read(self, name: str, namespace: str) -> dict[str, Any]:
+        return await self._read_json(
+            await self.coordination.read_namespaced_lease(name, namespace, _preload_content=False)
+        )
+
+    async def create(self, namespace: str, body: dict[str, Any]) -> None:
+        await self.coordination.create_namespaced_lease(namespace, body)
+
+    async def replace(self, name: str, namespace: str, body: dict[str, Any]) -> None:
+        await self.coordination.replace_namespaced_lease(name, namespace, body)
+
+
 class LeaseHolder:
-    """Acquires and renews one Lease for `identity`; `held` says whether we hold it right now."""
+    """Acquires and renews one Lease for `identity`; `held` says whether we hold it right now.
+
+    `api` is a kubernetes_asyncio ApiClient (runtime.kube) or a LeanClient (runtime.lean).
+    """
 
     def __init__(
         self,
-        api: client.ApiClient,
+        api: Any,
         *,
         name: str,
         namespace: str,
@@ -53,7 +98,7 @@ class LeaseHolder:
         renew_seconds: float = 5.0,
         labels: dict[str, str] | None = None,
     ) -> None:
-        self.coordination = client.CoordinationV1Api(api)
+        self.leases: _Leases = _LeanLeases(api) if isinstance(api, LeanClient) else _AsyncioLeases(api)
         self.name = name
         self.namespace = namespace
         self.identity = identity
@@ -75,18 +120,14 @@ class LeaseHolder:
         """One attempt; True if we hold the lease afterwards."""
         now = datetime.now(UTC)
         try:
-            lease = await read_json(
-                await self.coordination.read_namespaced_lease(
-                    self.name, self.namespace, _preload_content=False
-                )
-            )
+            lease = await self.leases.read(self.name, self.namespace)
         except NotFound:
             body = {
                 "metadata": {"name": self.name, "namespace": self.namespace, "labels": self.labels},
                 "spec": self._spec(now=now, acquired=None, transitions=0),
             }
             try:
-                await self.coordination.create_namespaced_lease(self.namespace, body)
+                await self.leases.create(self.namespace, body)
             except AlreadyExists:
                 return False
             return True
@@ -100,7 +141,7 @@ class LeaseHolder:
         )
         try:
             # replace carries resourceVersion: if someone else renewed first, we get 409 and lose.
-            await self.coordination.replace_namespaced_lease(self.name, self.namespace, lease)
+            await self.leases.replace(self.name, self.namespace, lease)
         except Conflict:
             return False
         return True
@@ -136,12 +177,8 @@ class LeaseHolder:
         if not self.held:
             return
         with contextlib.suppress(ApiError):
-            lease = await read_json(
-                await self.coordination.read_namespaced_lease(
-                    self.name, self.namespace, _preload_content=False
-                )
-            )
+            lease = await self.leases.read(self.name, self.namespace)
             if lease.get("spec", {}).get("holderIdentity") == self.identity:
                 lease["spec"]["holderIdentity"] = None
-                await self.coordination.replace_namespaced_lease(self.name, self.namespace, lease)
+                await self.leases.replace(self.name, self.namespace, lease)
         self.held = False
