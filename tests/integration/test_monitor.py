@@ -1,5 +1,7 @@
 """The monitor as a real process on the real control plane, with its own ServiceAccount, watching a
-umockdev testbed: simulated FTDI adapters are plugged and unplugged and the cluster state follows."""
+umockdev testbed: simulated FTDI adapters are plugged and unplugged, the monitor publishes them as
+SerialPorts, and the controller (a real process too, under its own ServiceAccount) binds
+SerialDevices to them: the cluster state follows."""
 
 import json
 import uuid
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 
 from kubeserial_testing.controlplane import ControlPlane, free_port
-from kubeserial_testing.probes import is_ready, metric_value
+from kubeserial_testing.probes import RunningService, is_ready, metric_value, running_service
 from kubeserial_testing.services import apply_rbac, service_process, wait_for
 from kubeserial_testing.umockdev import SimulatedUsb, UsbAdapter
 
@@ -107,6 +109,11 @@ class Lab:
             message=f"{node} {key}={value}",
         )
 
+    def ports(self, node: str) -> list[dict[str, Any]]:
+        """`kubectl get serialports` of one node."""
+        items = self.get("serialports", "-l", f"app.kubeserial.com/node={node}")["items"]
+        return list(items)
+
     def event_reasons(self, name: str) -> list[str]:
         events = self.get("events", "-n", "default", "--field-selector", f"involvedObject.name={name}")
         return sorted(e["reason"] for e in events["items"])
@@ -127,8 +134,27 @@ def monitor_kubeconfig(control_plane: ControlPlane) -> Path:
     return apply_rbac(control_plane, "monitor")
 
 
+@pytest.fixture(scope="module")
+def binder(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    """The controller, which binds SerialDevices to the SerialPorts the monitors publish."""
+    kubeconfig = apply_rbac(control_plane, "controller")
+    control_plane.kubectl("create", "serviceaccount", "kubeserial-gateway", "-n", NAMESPACE, check=False)
+    log_path = tmp_path_factory.mktemp("controller") / "controller.log"
+    args = ["--gateway-image", "kubeserial/gateway:under-test", "--node-grace-seconds", "1"]
+    with running_service("kubeserial_controller", args, kubeconfig=kubeconfig, log_path=log_path) as running:
+        wait_for(
+            lambda: not running.alive() or running.metric("kubeserial_controller_leader") == 1.0,
+            timeout=60,
+            message="controller leading",
+        )
+        assert running.alive(), running.log_tail()
+        yield running
+
+
 @pytest.fixture
-def lab(control_plane: ControlPlane, monitor_kubeconfig: Path, tmp_path: Path) -> Iterator[Lab]:
+def lab(
+    control_plane: ControlPlane, monitor_kubeconfig: Path, binder: RunningService, tmp_path: Path
+) -> Iterator[Lab]:
     with SimulatedUsb(tmp_path / "usb") as usb:
         world = Lab(control_plane, monitor_kubeconfig, usb, tmp_path)
         yield world
@@ -170,10 +196,16 @@ def test_plug_unplug_replug_and_scheduling(lab: Lab) -> None:
     exit_codes: list[int] = []
     try:
         with lab.monitor("node-a", exit_codes=exit_codes) as node_a:
-            # plug -> claimed by node-a with the stable by-id path, Free, capacity 1
+            # plug -> a SerialPort of node-a, bound to the device with the stable by-id path, Free,
+            # capacity 1
             lab.usb.plug(printer)
             claimed = lab.wait_available(name, "True")
             assert (claimed["nodeName"], claimed["devicePath"]) == ("node-a", printer.by_id)
+            [port] = lab.ports("node-a")
+            assert claimed["port"] == port["metadata"]["name"]
+            assert port["spec"]["byIdPath"] == printer.by_id and port["spec"]["serialNumber"] == "A50285BI"
+            assert (port["spec"]["idVendor"], port["spec"]["idProduct"]) == ("0403", "6001")
+            wait_for(lambda: lab.ports("node-a")[0].get("status", {}).get("device") == name, timeout=10)
             assert lab.condition(name, "Available")["reason"] == "DeviceAvailable"
             free = lab.condition(name, "Free")
             assert (free["status"], free["reason"]) == ("True", "NoSession")
@@ -187,10 +219,11 @@ def test_plug_unplug_replug_and_scheduling(lab: Lab) -> None:
             wait_for(lambda: lab.pod_placement(pods[0])[0], timeout=30, message="first pod bound")
             assert lab.pod_placement(pods[0])[0] == "node-a"
 
-            # unplug -> released by its owner, capacity 0
+            # unplug -> the SerialPort is deleted, the device released, capacity 0
             lab.usb.unplug(printer)
             released = lab.wait_available(name, "False")
-            assert "nodeName" not in released and "devicePath" not in released
+            assert "nodeName" not in released and "devicePath" not in released and "port" not in released
+            assert lab.ports("node-a") == []
             assert lab.condition(name, "Available")["reason"] == "DeviceUnavailable"
             assert lab.condition(name, "Free")["status"] == "False"
             lab.wait_resource("node-a", name, "0")
@@ -215,35 +248,38 @@ def test_plug_unplug_replug_and_scheduling(lab: Lab) -> None:
                 message="pending pod scheduled onto node-a after the replug",
             )
 
-            assert node_a.metric("kubeserial_monitor_claims_total", outcome="claimed") == 2
-            assert node_a.metric("kubeserial_monitor_claims_total", outcome="released") == 1
-            assert node_a.metric("kubeserial_monitor_plug_to_status_seconds_count") == 2
+            assert node_a.metric("kubeserial_monitor_serialport_writes_total", outcome="created") == 2
+            assert node_a.metric("kubeserial_monitor_serialport_writes_total", outcome="deleted") == 1
+            assert node_a.metric("kubeserial_monitor_plug_to_port_seconds_count") == 2
             assert node_a.metric("kubeserial_monitor_udev_events_total", action="add") == 2
-        # SIGTERM: the monitor removes its extended resources and exits cleanly
+        # SIGTERM: the monitor exits cleanly and leaves its SerialPorts: a monitor restart (an
+        # upgrade) must not make devices flap. Extended resources are the controller's.
         assert exit_codes == [0]
-        assert all(resource not in part for part in lab.resources("node-a").values())
-        assert lab.event_reasons(name) == ["DeviceAvailable", "DeviceAvailable", "DeviceUnavailable"]
+        assert len(lab.ports("node-a")) == 1
+        assert lab.condition(name, "Available")["status"] == "True"
+        device_events = [reason for reason in lab.event_reasons(name) if reason.startswith("Device")]
+        assert device_events == ["DeviceAvailable", "DeviceAvailable", "DeviceUnavailable"]
     finally:
         for pod in pods:
             force_delete_pod(lab.plane, pod)
 
 
-def test_two_monitors_and_one_device_make_exactly_one_claim(lab: Lab) -> None:
-    """Both simulated nodes see the same adapter at the same moment and race to claim it."""
+def test_two_nodes_and_one_device_make_exactly_one_binding(lab: Lab) -> None:
+    """Both simulated nodes see the same adapter at the same moment: two SerialPorts, one binding."""
     stick = adapter("ZB")
     name = lab.device("zigbee", stick)
     cycles = 3
-    with lab.monitor("node-a") as node_a, lab.monitor("node-b") as node_b:
-        for cycle in range(1, cycles + 1):
+    with lab.monitor("node-a"), lab.monitor("node-b"):
+        for _cycle in range(1, cycles + 1):
             lab.usb.plug(stick)
             winner = lab.wait_available(name, "True")["nodeName"]
             loser = {"node-a": "node-b", "node-b": "node-a"}[winner]
             lab.wait_resource(winner, name, "1")
-            claims = [
-                m.metric("kubeserial_monitor_claims_total", outcome="claimed") for m in (node_a, node_b)
-            ]
-            assert sum(claims) == cycle, f"cycle {cycle}: claims {claims}"
-            # the loser wrote nothing: the owner is unchanged and it advertises nothing
+            # umockdev may deliver the uevent to one of the two listeners only (the other one's
+            # rescan would find the adapter later): one or two SerialPorts, exactly one bound
+            holders = [p.get("status", {}).get("device") for n in ("node-a", "node-b") for p in lab.ports(n)]
+            assert holders.count(name) == 1 and set(holders) <= {name, None}, holders
+            # the binding does not move: the owner is unchanged and the other node advertises nothing
             assert lab.status(name)["nodeName"] == winner
             assert lab.resources(loser)["capacity"].get(PREFIX + name) in (None, "0")
             lab.usb.unplug(stick)
@@ -283,8 +319,8 @@ def test_state_changed_while_the_monitor_was_down_is_repaired_at_start(lab: Lab)
     assert lab.condition(name, "Available")["status"] == "True"
     with lab.monitor("node-a"):
         assert "nodeName" not in lab.wait_available(name, "False")
-        # the first monitor removed its keys at shutdown; a device it never saw gets none
-        assert PREFIX + name not in lab.resources("node-a")["capacity"]
+        assert lab.ports("node-a") == []  # the restarted monitor deleted what is no longer there
+        lab.wait_resource("node-a", name, "0")
 
 
 def test_a_lost_udev_event_is_repaired_by_the_periodic_rescan(lab: Lab) -> None:

@@ -5,7 +5,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubeserial_monitor.noderesources import pointer_token, resource_patch
+from kubeserial_controller.noderesources import pointer_token, resource_patch
 
 BASE = {"capacity": {"cpu": "4", "pods": "110"}, "allocatable": {"cpu": "4", "pods": "110"}}
 

@@ -24,6 +24,12 @@ EXPECTED = {
         "delete",
     },
     ("ClusterRole", "app.kubeserial.com", "serialdevices/status"): {"patch"},
+    # SerialPorts: informer, clean-up of a vanished node's ports, and the binding (status.device).
+    ("ClusterRole", "app.kubeserial.com", "serialports"): {"get", "list", "watch", "delete"},
+    ("ClusterRole", "app.kubeserial.com", "serialports/status"): {"patch"},
+    # Nodes: informer, extended resources kubeserial.com/<device>.
+    ("ClusterRole", "", "nodes"): {"list", "watch"},
+    ("ClusterRole", "", "nodes/status"): {"patch"},
     ("ClusterRole", "app.kubeserial.com", "managers"): {"list", "watch"},
     ("ClusterRole", "app.kubeserial.com", "managerschedulerequests"): {"list", "watch", "create", "delete"},
     ("ClusterRole", "app.kubeserial.com", "managerschedulerequests/status"): {"patch"},

@@ -10,6 +10,7 @@ from kubernetes_asyncio import client
 
 from kubeserial_common.core import constants as c
 from kubeserial_common.core.errors import PermanentError, message_of, status_of
+from kubeserial_common.core.serialports import BindKey
 from kubeserial_common.core.vocabulary import RECONCILE_FAILED
 from kubeserial_common.runtime.events import WARNING, EventRecorder
 from kubeserial_common.runtime.kube import CustomObjects
@@ -17,6 +18,7 @@ from kubeserial_common.runtime.watching import run_informers
 from kubeserial_common.runtime.workqueue import WorkQueue, run_workers
 from kubeserial_controller import decisions as d
 from kubeserial_controller.apply import Applier
+from kubeserial_controller.binder import Binder
 from kubeserial_controller.metrics import ControllerMetrics
 from kubeserial_controller.reconcilers import KubeSerialKey, Reconcilers, Settings, kind_of
 from kubeserial_controller.world import World
@@ -44,6 +46,7 @@ class Controller:
         self.devices: WorkQueue[str] = WorkQueue()
         self.requests: WorkQueue[str] = WorkQueue()
         self.nodes: WorkQueue[str] = WorkQueue()
+        self.bindings: WorkQueue[BindKey] = WorkQueue()
         self._last_failure: dict[tuple[str, Any], str] = {}
         self._event_tasks: set[asyncio.Task[None]] = set()
         self.world = World(
@@ -58,6 +61,15 @@ class Controller:
             settings=settings,
             wake_device=self.devices.add,
         )
+        self.binder = Binder(
+            self.world,
+            objects=self.reconcilers.objects,
+            api=api,
+            recorder=self.reconcilers.recorder,
+            node_grace=settings.node_grace,
+            wake_keys=self.bindings.add,
+        )
+        self.reconcilers.binder = self.binder
         for kind, queue in self._queues().items():
             metrics.track_queue(kind, queue.depth)
         metrics.track_devices(self.world.all_devices)
@@ -68,6 +80,7 @@ class Controller:
             "SerialDevice": self.devices,
             "ManagerScheduleRequest": self.requests,
             "Node": self.nodes,
+            "Binding": self.bindings,
         }
 
     # -- watch events -> keys --------------------------------------------------------------------
@@ -84,6 +97,11 @@ class Controller:
                 self._requeue_requests_of(device["metadata"]["name"])
         elif kind == "SerialDevice":
             self.devices.add(name)
+            keys, nodes = self.binder.index.device_event(event_type, obj)
+            for key in keys:
+                self.bindings.add(key)
+            for node in nodes:
+                self.nodes.add(node)
             label = (meta.get("labels") or {}).get(c.KUBESERIAL_LABEL, "")
             namespace, _, owner = label.partition(".")
             if owner:
@@ -99,10 +117,18 @@ class Controller:
             wanted_by = (obj.get("spec") or {}).get("device")
             if wanted_by:
                 self.devices.add(str(wanted_by))
-        elif kind == "Lease":
-            node = d.node_from_lease_name(name)
-            if node is not None:
+        elif kind == "SerialPort":
+            keys, nodes = self.binder.index.port_event(event_type, obj)
+            for key in self.binder.index.device_keys_for_port_keys(keys):
+                self.bindings.add(key)
+            for node in nodes:
                 self.nodes.add(node)
+        elif kind == "Node":
+            self.nodes.add(name)
+        elif kind == "Lease":
+            lease_node = d.node_from_lease_name(name)
+            if lease_node is not None:
+                self.nodes.add(lease_node)
         else:  # our Deployments, Services, ConfigMaps, Ingresses: wake their owner
             owner = d.controller_owner(obj)
             if owner is None:
@@ -132,6 +158,7 @@ class Controller:
             self._run(self.devices, "SerialDevice", r.device),
             self._run(self.requests, "ManagerScheduleRequest", r.manager_request),
             self._run(self.nodes, "Node", r.node),
+            self._run(self.bindings, "Binding", self.binder.bind),
         )
 
     async def _run(

@@ -92,6 +92,7 @@ class Reconcilers:
         self.recorder = recorder
         self.settings = settings
         self.wake_device = wake_device
+        self.binder: Any = None  # kubeserial_controller.binder.Binder, set by the Controller
 
     async def _event(
         self, obj: Mapping[str, Any], kind: str, *, reason: str, message: str, warning: bool = False
@@ -335,15 +336,23 @@ class Reconcilers:
     # -- node liveness ---------------------------------------------------------------------------
 
     async def node(self, node: NodeKey) -> float | None:
-        """A node's monitor Lease changed or its deadline came: wake its devices once it has passed."""
+        """A node's monitor Lease, Node object or SerialPorts changed, or its Lease deadline came:
+        wake its devices once the deadline has passed (NodeLost), let its ports' bindings decide
+        again when it comes back, bring its kubeserial.com/* resources in line, and delete its
+        SerialPorts once the Node is gone and its Lease is not live."""
         lease = self.world.lease(node)
         remaining = d.node_lease_recheck(
             (lease or {}).get("spec"), now=datetime.now(UTC), grace=self.settings.node_grace
         )
+        if self.binder is not None:
+            self.binder.node_liveness_changed(node, remaining is not None)
+            await self.binder.node_resources(node)
         if remaining is not None:
             return remaining + RECHECK_MARGIN
         for device_name in self.world.devices_on(node):
             self.wake_device(device_name)
+        if self.binder is not None:
+            await self.binder.cleanup_ports(node)
         return None
 
     # -- ManagerScheduleRequest ------------------------------------------------------------------

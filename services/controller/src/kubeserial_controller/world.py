@@ -58,6 +58,8 @@ class World:
         self.config_maps = informer(r.CONFIGMAP, partial(core.list_namespaced_config_map, namespace), **owned)
         self.ingresses = informer(r.INGRESS, partial(networking.list_namespaced_ingress, namespace), **owned)
         self.leases = informer(r.LEASE, partial(coordination.list_namespaced_lease, namespace))
+        self.ports = custom_informer(r.SERIALPORT)
+        self.nodes = informer(r.NODE, core.list_node)
         self.children = {
             r.DEPLOYMENT.kind: self.deployments,
             r.SERVICE.kind: self.services,
@@ -73,6 +75,8 @@ class World:
             self.requests,
             *self.children.values(),
             self.leases,
+            self.ports,
+            self.nodes,
         ]
 
     def synced(self) -> bool:
@@ -95,6 +99,12 @@ class World:
     def child(self, kind: str, name: str) -> Obj | None:
         """A Deployment/Service/ConfigMap/Ingress of ours in the KubeSerial namespace."""
         return self.children[kind].cache.get((self.namespace, name))
+
+    def port(self, name: str) -> Obj | None:
+        return self.ports.cache.get(("", name))
+
+    def node(self, name: str) -> Obj | None:
+        return self.nodes.cache.get(("", name))
 
     def lease(self, node: str) -> Obj | None:
         return self.leases.cache.get((self.namespace, monitor_lease_name(node)))

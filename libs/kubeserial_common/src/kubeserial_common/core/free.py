@@ -1,10 +1,11 @@
 """The `Free` condition has two writers; this module is the rule that divides it, written once.
 
-- The **monitor** writes Free only when it changes Available: at a claim, Free=True/NoSession (a new
-  node, no session yet); at a release, Free=False/DeviceUnavailable (nothing to connect to).
+- The **controller** (its binder) writes Free only when it changes Available: when it binds the device
+  to a SerialPort, Free=True/NoSession (a new port, no session yet); when it releases it,
+  Free=False/DeviceUnavailable (nothing to connect to).
 - The **gateway** writes Free for sessions while it runs: False/InUse with the peer while one is
   open, True/NoSession after it, but only while Available is True (or not written yet): a device
-  the monitor released keeps the monitor's False/DeviceUnavailable. An InUse of its own is never
+  the controller released keeps the controller's False/DeviceUnavailable. An InUse of its own is never
   left behind: with the device unavailable it becomes False/DeviceUnavailable.
 
 So a released device never reads Free=True, and a session never outlives its InUse.
@@ -18,12 +19,12 @@ from kubeserial_common.core.vocabulary import AVAILABLE, DEVICE_UNAVAILABLE, FRE
 
 
 def free_at_claim() -> ConditionUpdate:
-    """The monitor's Free when it claims a device for its node."""
+    """The controller's Free when it binds a device to a SerialPort."""
     return ConditionUpdate(FREE, "True", NO_SESSION, "no client session")
 
 
 def free_at_release() -> ConditionUpdate:
-    """The monitor's Free when the device leaves its node."""
+    """The controller's Free when the device loses its SerialPort."""
     return ConditionUpdate(FREE, "False", DEVICE_UNAVAILABLE, "device unavailable")
 
 
