@@ -24,7 +24,7 @@ manifests: venv ## Regenerate the CRD YAML from the Pydantic models.
 lint: venv ## ruff, mypy (sources and tests) and the import-layer contracts.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy libs/*/src services/*/src tests
+	$(VENV)/bin/mypy libs/*/src services/*/src tools/*/src tests
 	$(VENV)/bin/lint-imports
 
 fmt: venv ## Format the code.

@@ -1,0 +1,1 @@
+"""kubectl serial: a kubectl plugin for people (not a service; no service imports it)."""
