@@ -334,3 +334,53 @@ def test_a_lost_udev_event_is_repaired_by_the_periodic_rescan(lab: Lab) -> None:
         lab.wait_resource("node-a", name, "0")
         assert node_a.metric("kubeserial_monitor_udev_events_total", action="remove") == 0
         assert node_a.metric("kubeserial_monitor_rescans_total") >= 2
+
+
+def test_in_place_upgrade_adopts_the_old_monitors_status_without_flapping(lab: Lab) -> None:
+    """A cluster upgraded in place: the old monitor claimed the device itself (nodeName, devicePath,
+    Available=True written by the monitor, no SerialPort anywhere) and held its node Lease. The new
+    monitor publishes the SerialPort and the new controller adopts the placement: Available never
+    leaves True, and its lastTransitionTime does not move."""
+    from kubeserial_testing.objects import monitor_lease, monitor_status
+
+    lab.plane.kubectl("delete", "serialports", "--all")  # the old version had no SerialPorts
+    stick = adapter("UP")
+    name = lab.device("upgraded", stick)
+    lab.usb.plug(stick)
+    lease = monitor_lease("node-a", duration=40)
+    lease["spec"]["holderIdentity"] = "node-a"  # the old monitor's identity was its node, as now
+    lab.plane.kubectl("apply", "-f", "-", input=json.dumps(lease))
+    old = monitor_status(
+        lab.get("serialdevice", name), node="node-a", available=True, device_path=stick.by_id
+    )
+    lab.plane.kubectl(
+        "patch",
+        "serialdevice",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": old}),
+    )
+    before = lab.condition(name, "Available")
+    assert before["status"] == "True"
+    seen: list[str] = []
+
+    def adopted() -> bool:
+        status = lab.status(name)
+        available = next(c for c in status["conditions"] if c["type"] == "Available")
+        seen.append(available["status"])
+        return bool(status.get("port"))
+
+    with lab.monitor("node-a"):
+        wait_for(adopted, timeout=30, interval=0.05, message="placement adopted (status.port)")
+        for _ in range(20):  # and it stays so
+            adopted()
+    assert set(seen) == {"True"}, seen
+    after = lab.condition(name, "Available")
+    assert after["lastTransitionTime"] == before["lastTransitionTime"]
+    status = lab.status(name)
+    assert (status["nodeName"], status["devicePath"]) == ("node-a", stick.by_id)
+    [port] = lab.ports("node-a")
+    assert port["metadata"]["name"] == status["port"]
+    wait_for(lambda: lab.ports("node-a")[0].get("status", {}).get("device") == name, timeout=10)
