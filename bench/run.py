@@ -161,20 +161,37 @@ def gateway_rows(data: dict[str, Any]) -> list[Row]:
                 rfc["mbps"] >= 2,
             )
         )
+    floor = data.get("python_floor_mib")
+    floor_ref = f"python -c pass {floor}" if floor is not None else ""
     if gateway:
         refs = ", ".join(
-            f"{n} {by[(n, 'raw')]['peak_rss_mb']:.1f}" for n in ("socat", "ser2net") if (n, "raw") in by
-        )
+            [floor_ref]
+            + [f"{n} {by[(n, 'raw')]['peak_rss_mb']:.1f}" for n in ("socat", "ser2net") if (n, "raw") in by]
+        ).strip(", ")
         rows.append(
             Row(
                 "gateway",
-                "peak RSS",
+                "peak RSS (serve, with status writer)",
                 round(gateway["peak_rss_mb"], 1),
-                "MB",
+                "MiB",
                 refs,
                 None,
-                "<= 40 MB",
-                gateway["peak_rss_mb"] <= 40,
+                "<= 30 MiB",
+                gateway["peak_rss_mb"] <= 30,
+            )
+        )
+    bridge = by.get(("bridge tty>gateway", "tty"))
+    if bridge and bridge.get("peak_rss_mb") is not None:
+        rows.append(
+            Row(
+                "bridge",
+                "peak RSS (tty <-> gateway, 1 MiB echoed)",
+                round(bridge["peak_rss_mb"], 1),
+                "MiB",
+                floor_ref,
+                None,
+                "<= 20 MiB",
+                bridge["peak_rss_mb"] <= 20,
             )
         )
     return rows

@@ -5,8 +5,8 @@ import os
 import pty
 
 import pytest
-from prometheus_client import CollectorRegistry
 
+from kubeserial_common.runtime.promtext import Registry
 from kubeserial_gateway.device import DevicePort
 from kubeserial_gateway.metrics import GatewayMetrics
 from kubeserial_gateway.rfc2217 import Cmd, SerialSettings
@@ -22,7 +22,7 @@ def test_out_of_range_baud_rate_is_refused_not_raised(baud: int) -> None:
         port = DevicePort(
             os.ttyname(tty),
             defaults=SerialSettings(baud_rate=9600),
-            metrics=GatewayMetrics(CollectorRegistry()),
+            metrics=GatewayMetrics(Registry()),
         )
         port.open()
         try:

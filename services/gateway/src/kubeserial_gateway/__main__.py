@@ -2,17 +2,24 @@
 
 python -m kubeserial_gateway serve --device /dev/ttyUSB0 [--device-name ender3]
 python -m kubeserial_gateway bridge --url rfc2217://ender3-gateway.kubeserial.svc:2217 --link /dev/serial/e3
+
+Memory (one gateway per device, one bridge per consumer pod; budgets 30 and 20 MiB): `serve` imports
+its device and server modules only when it serves, and the bridge never loads OpenSSL. It speaks
+plain TCP, but asyncio (and uvloop) import the ssl module when it exists, about 4.5 MiB resident;
+so `python -m kubeserial_gateway bridge` hides ssl before asyncio is imported, and the bridge runs
+on asyncio's own loop (uvloop needs ssl).
 """
+
+import sys
+
+if __name__ == "__main__" and sys.argv[1:2] == ["bridge"] and "ssl" not in sys.modules:
+    sys.modules["ssl"] = None  # type: ignore[assignment]  # asyncio: `try: import ssl except ImportError`
 
 import argparse
 import asyncio
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
-
-import structlog
-from prometheus_client import CollectorRegistry
 
 from kubeserial_common.core import gatewayargs as ga
 from kubeserial_common.core.cli import add_common_arguments
@@ -21,15 +28,12 @@ from kubeserial_common.core.gatewayargs import (
     parse_gateway_url as parse_gateway_url,  # the bridge --url contract
 )
 from kubeserial_common.runtime.health import HealthServer
-from kubeserial_common.runtime.logs import configure_logging
+from kubeserial_common.runtime.logs import configure_logging, get_logger
+from kubeserial_common.runtime.promtext import Registry
 from kubeserial_common.runtime.runner import Runner
-from kubeserial_gateway.bridge import Bridge
-from kubeserial_gateway.device import DevicePort
 from kubeserial_gateway.metrics import BridgeMetrics, GatewayMetrics
-from kubeserial_gateway.rfc2217 import SerialSettings
-from kubeserial_gateway.server import Gateway, GatewayOptions
 
-log = structlog.get_logger("kubeserial_gateway")
+log = get_logger("kubeserial_gateway")
 
 GATEWAY_HEALTH_PORT = 8080
 BRIDGE_HEALTH_PORT = 18217  # same base as kubeserial_common.core.podspec gives injected bridges
@@ -123,7 +127,11 @@ def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] |
 
 
 async def serve(args: argparse.Namespace) -> int:
-    registry = CollectorRegistry()
+    from kubeserial_gateway.device import DevicePort
+    from kubeserial_gateway.rfc2217 import SerialSettings
+    from kubeserial_gateway.server import Gateway, GatewayOptions
+
+    registry = Registry()
     metrics = GatewayMetrics(registry)
     device = DevicePort(args.device, defaults=SerialSettings(baud_rate=args.baud_rate), metrics=metrics)
     writer = None
@@ -182,7 +190,9 @@ async def bridge(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("bad --url", error=str(exc))
         return 2
-    registry = CollectorRegistry()
+    from kubeserial_gateway.bridge import Bridge
+
+    registry = Registry()
     the_bridge = Bridge(
         host=host, port=port, link=args.link, via_proc=args.via_proc, metrics=BridgeMetrics(registry)
     )
@@ -213,7 +223,7 @@ async def bridge(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(level=args.log_level, fmt=args.log_format)
+    configure_logging(level=args.log_level, fmt=args.log_format, lean=True)
     command = serve if args.command == ga.SERVE else bridge
     with asyncio.Runner(loop_factory=event_loop_factory(args.event_loop)) as runner:
         return runner.run(command(args))

@@ -26,9 +26,8 @@ import tty
 from pathlib import Path
 from typing import Any, Final, cast
 
-import structlog
-
 from kubeserial_common.backoff import Backoff
+from kubeserial_common.runtime.logs import get_logger
 from kubeserial_gateway.fdwriter import FdWriter
 from kubeserial_gateway.keepalive import enable_keepalive
 from kubeserial_gateway.metrics import BridgeMetrics
@@ -56,7 +55,7 @@ from kubeserial_gateway.ttysettings import (
     termios_with_settings,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 POLL_SECONDS: Final = 0.05
 LINK_CHECK_SECONDS: Final = 1.0

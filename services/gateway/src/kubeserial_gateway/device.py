@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 import serial
-import structlog
 
+from kubeserial_common.runtime.logs import get_logger
 from kubeserial_gateway.fdwriter import FdWriter
 from kubeserial_gateway.metrics import GatewayMetrics
 from kubeserial_gateway.rfc2217 import (
@@ -35,7 +35,7 @@ from kubeserial_gateway.rfc2217 import (
     StopBits,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 READ_SIZE: Final = 65536
 HIGH_WATER: Final = 64 * 1024

@@ -11,17 +11,16 @@ import contextlib
 import functools
 from typing import Any, Final
 
-import structlog
-
 from kubeserial_common.core.backoff import Backoff
 from kubeserial_common.core.conditions import ConditionUpdate
 from kubeserial_common.core.constants import SERIALDEVICES
 from kubeserial_common.core.errors import ApiError
 from kubeserial_common.core.free import free_for_session
 from kubeserial_common.core.status import StatusObjects, conditions_patch, write_status
+from kubeserial_common.runtime.logs import get_logger
 from kubeserial_gateway.metrics import GatewayMetrics
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 RETRY_BACKOFF: Final = Backoff(base=0.2, cap=30.0)
 

@@ -4,11 +4,11 @@ Labelled children used on the data path are bound once here: `labels()` is a dic
 lock, too slow to repeat for every chunk.
 """
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from kubeserial_common.runtime.promtext import Counter, Gauge, Registry
 
 
 class GatewayMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: Registry) -> None:
         data = Counter(
             "kubeserial_gateway_bytes", "Bytes moved, by direction", ["direction"], registry=registry
         )
@@ -71,7 +71,7 @@ class GatewayMetrics:
 
 
 class BridgeMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: Registry) -> None:
         data = Counter(
             "kubeserial_bridge_bytes", "Bytes moved, by direction", ["direction"], registry=registry
         )

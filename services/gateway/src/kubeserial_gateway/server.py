@@ -13,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, cast
 
-import structlog
-
 from kubeserial_common.backoff import Backoff
+from kubeserial_common.runtime.logs import get_logger
 from kubeserial_gateway.device import DevicePort
 from kubeserial_gateway.keepalive import enable_keepalive
 from kubeserial_gateway.metrics import GatewayMetrics
@@ -30,7 +29,7 @@ from kubeserial_gateway.rfc2217 import (
 from kubeserial_gateway.sessions import Verdict, admission, describe_peer
 from kubeserial_gateway.telnet import Data, ProtocolError
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SIGNATURE: Final = "KubeSerial gateway"
 PATH_CHECK_SECONDS: Final = 1.0

@@ -1,25 +1,37 @@
 """A tiny HTTP server for /healthz, /readyz and /metrics (Prometheus text format).
 
 Each service runs one on its own port; it answers GETs only, and only these three paths.
+The registry is prometheus_client's (the default: its global REGISTRY) or, for the per-device and
+per-consumer processes, a kubeserial_common.runtime.promtext.Registry; prometheus_client is
+imported only when it is the one served.
 """
 
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from kubeserial_common.runtime.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Check = Callable[[], bool]
+
+
+def exposition(registry: Any) -> tuple[str, bytes]:
+    """Content type and body of /metrics for either kind of registry (None: prometheus_client's)."""
+    if hasattr(registry, "expose"):
+        return str(registry.content_type), bytes(registry.expose())
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+    return CONTENT_TYPE_LATEST, generate_latest(REGISTRY if registry is None else registry)
 
 
 @dataclass
 class HealthServer:
     host: str = "0.0.0.0"
     port: int = 8080
-    registry: CollectorRegistry = REGISTRY
+    registry: Any = None  # prometheus_client.CollectorRegistry (None: its REGISTRY) or promtext.Registry
     live_checks: dict[str, Check] = field(default_factory=dict)
     ready_checks: dict[str, Check] = field(default_factory=dict)
     _server: asyncio.Server | None = None
@@ -42,7 +54,8 @@ class HealthServer:
 
     def _respond(self, path: str) -> tuple[int, str, bytes]:
         if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
+            content_type, body = exposition(self.registry)
+            return 200, content_type, body
         if path in ("/healthz", "/livez", "/readyz"):
             checks = self.ready_checks if path == "/readyz" else self.live_checks
             failed = [name for name, check in checks.items() if not check()]

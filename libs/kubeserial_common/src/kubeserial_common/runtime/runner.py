@@ -23,11 +23,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from kubeserial_common.runtime.health import HealthServer
+from kubeserial_common.runtime.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 EXIT_OK = 0
 EXIT_CRASHED = 1
