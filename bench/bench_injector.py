@@ -32,6 +32,7 @@ from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
 from kubeserial_testing.objects import apply_object, serial_device
 from kubeserial_testing.probes import running_service
 from kubeserial_testing.services import apply_rbac, wait_for
+from memref import peak_mib, python_floor_mib
 
 RESULTS = REPO_ROOT / "bench" / "results"
 DEVICE = "bench-printer"
@@ -261,7 +262,9 @@ def main() -> int:
                     f" per request; load average {result['load_average_1m']}"
                 )
         rss = server_rss_kib(proc.pid)
-        print(f"injector RSS after the runs: {rss / 1024:.1f} MiB")
+        peak = peak_mib(proc.pid)
+        floor = python_floor_mib()
+        print(f"injector RSS after the runs: {rss / 1024:.1f} MiB, peak {peak} MiB (python -c pass {floor})")
         RESULTS.mkdir(parents=True, exist_ok=True)
         out = {
             "benchmark": "injector admission latency (TLS, loopback, persistent connections)",
@@ -269,6 +272,8 @@ def main() -> int:
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
             "injector_rss_kib": rss,
+            "injector_peak_rss_mib": peak,
+            "python_floor_mib": floor,
             "runs": runs,
         }
         (RESULTS / "injector.json").write_text(json.dumps(out, indent=2))

@@ -26,10 +26,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from kubernetes_asyncio import client
 
 from kubeserial_common.core.errors import Conflict, NotFound
-from kubeserial_common.runtime.kube import JSON_PATCH, read_json
+from kubeserial_common.core.resources import MUTATINGWEBHOOKCONFIGURATION, SECRET
+from kubeserial_common.runtime.lean import JSON_PATCH, LeanClient
 
 log = structlog.get_logger(__name__)
 
@@ -225,15 +225,14 @@ class SelfManagedCerts:
 
     def __init__(
         self,
-        api: client.ApiClient,
+        api: LeanClient,
         *,
         namespace: str,
         secret_name: str,
         webhook_config: str,
         names: Sequence[str],
     ) -> None:
-        self.core = client.CoreV1Api(api)
-        self.admission = client.AdmissionregistrationV1Api(api)
+        self.api = api
         self.namespace = namespace
         self.secret_name = secret_name
         self.webhook_config = webhook_config
@@ -259,11 +258,7 @@ class SelfManagedCerts:
 
     async def _read_secret(self) -> dict[str, Any] | None:
         try:
-            return await read_json(
-                await self.core.read_namespaced_secret(
-                    self.secret_name, self.namespace, _preload_content=False
-                )
-            )
+            return await self.api.get(SECRET, self.secret_name, namespace=self.namespace)
         except NotFound:
             return None
 
@@ -280,27 +275,23 @@ class SelfManagedCerts:
                 },
                 "data": secret_data(bundle),
             }
-            await self.core.create_namespaced_secret(self.namespace, body)
+            await self.api.create(SECRET, body, namespace=self.namespace)
             return
         # replace carries the resourceVersion we read: a concurrent writer makes this a 409.
         existing["data"] = secret_data(bundle)
-        await self.core.replace_namespaced_secret(self.secret_name, self.namespace, existing)
+        await self.api.replace(SECRET, self.secret_name, existing, namespace=self.namespace)
 
     async def ensure_ca_bundle(self, ca_pem: bytes) -> bool:
         """Point the webhook configuration at `ca_pem`; True when it already did or now does."""
         try:
-            config = await read_json(
-                await self.admission.read_mutating_webhook_configuration(
-                    self.webhook_config, _preload_content=False
-                )
-            )
+            config = await self.api.get(MUTATINGWEBHOOKCONFIGURATION, self.webhook_config)
         except NotFound:
             log.warning("webhook configuration not found; caBundle not set", name=self.webhook_config)
             return False
         ops = ca_bundle_patch(config, ca_pem)
         if ops:
-            await self.admission.patch_mutating_webhook_configuration(
-                self.webhook_config, ops, _content_type=JSON_PATCH
+            await self.api.patch(
+                MUTATINGWEBHOOKCONFIGURATION, self.webhook_config, ops, content_type=JSON_PATCH
             )
             log.info("caBundle updated", webhook_config=self.webhook_config, webhooks=len(ops) // 2)
         return True

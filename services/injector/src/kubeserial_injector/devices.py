@@ -5,16 +5,26 @@ a moment before the pod may not have reached the cache yet, so a miss is confirm
 before the pod is denied for naming an unknown device.
 """
 
-import functools
 from collections.abc import Iterable
 from typing import Any
 
-from kubernetes_asyncio import client
-
-from kubeserial_common.core import constants as c
 from kubeserial_common.core.errors import ApiError, NotFound
-from kubeserial_common.runtime.kube import CustomObjects
-from kubeserial_common.runtime.watching import Informer
+from kubeserial_common.core.resources import SERIALDEVICE
+from kubeserial_common.runtime.lean import LeanClient
+from kubeserial_common.runtime.leanwatch import LeanInformer
+
+
+def admission_view(device: dict[str, Any]) -> dict[str, Any]:
+    """What an admission reads of a SerialDevice (injection.decide): its name, spec and
+    conditions. The cache keeps only this; managed fields and annotations are dropped."""
+    meta = device.get("metadata", {})
+    return {
+        "apiVersion": device.get("apiVersion"),
+        "kind": device.get("kind"),
+        "metadata": {"name": meta.get("name"), "uid": meta.get("uid")},
+        "spec": device.get("spec", {}),
+        "status": {"conditions": device.get("status", {}).get("conditions", [])},
+    }
 
 
 class DeviceLookupError(RuntimeError):
@@ -22,13 +32,15 @@ class DeviceLookupError(RuntimeError):
 
 
 class DeviceCatalog:
-    def __init__(self, api: client.ApiClient, *, resync_seconds: float = 300.0) -> None:
-        self.objects = CustomObjects(api)
-        list_call = functools.partial(
-            client.CustomObjectsApi(api).list_cluster_custom_object, c.GROUP, c.VERSION, c.SERIALDEVICES
-        )
-        self.informer = Informer(
-            list_call=list_call, handler=self._ignore, name=c.SERIALDEVICES, resync_seconds=resync_seconds
+    def __init__(self, client: LeanClient, *, resync_seconds: float = 300.0) -> None:
+        self.client = client
+        self.informer = LeanInformer(
+            client=client,
+            resource=SERIALDEVICE,
+            handler=self._ignore,
+            name=SERIALDEVICE.plural,
+            keep=admission_view,
+            resync_seconds=resync_seconds,
         )
         self.misses = 0
 
@@ -56,7 +68,7 @@ class DeviceCatalog:
 
     async def _get(self, name: str) -> dict[str, Any] | None:
         try:
-            return await self.objects.get(c.SERIALDEVICES, name)
+            return admission_view(await self.client.get(SERIALDEVICE, name))
         except NotFound:
             return None
         except ApiError as exc:

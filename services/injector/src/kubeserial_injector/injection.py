@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from kubeserial_common.core import constants as c
 from kubeserial_common.core.conditions import get_condition
-from kubeserial_common.core.models import DEVICE_NAME, DEVICE_NAME_MAX
+from kubeserial_common.core.names import DEVICE_NAME, DEVICE_NAME_MAX
 from kubeserial_common.core.podspec import (
     BridgeSettings,
     DeviceLink,

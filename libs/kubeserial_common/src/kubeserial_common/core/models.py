@@ -13,11 +13,10 @@ from pydantic.alias_generators import to_camel
 
 from kubeserial_common.core import constants as c
 from kubeserial_common.core import resources
+from kubeserial_common.core.names import DEVICE_NAME as DEVICE_NAME
+from kubeserial_common.core.names import DEVICE_NAME_MAX as DEVICE_NAME_MAX
 
 HEX4 = r"^[0-9a-fA-F]{4}$"
-# A DNS-1123 label that starts with a letter: device names become Service names (`<name>-gateway`).
-DEVICE_NAME = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-DEVICE_NAME_MAX = 55  # 63 minus len("-gateway")
 K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 # Manager.spec.configPath: an absolute path with no "." or ".." component, whose file name is a

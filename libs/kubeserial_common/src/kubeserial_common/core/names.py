@@ -4,6 +4,12 @@ import re
 
 from kubeserial_common.core.constants import EXTENDED_RESOURCE_PREFIX, RAW_PORT, RFC2217_PORT
 
+# A DNS-1123 label that starts with a letter: device names become Service names (`<name>-gateway`).
+# Here rather than in the models, so that a process checking names (the injector) need not build
+# the pydantic models (about 7 MiB).
+DEVICE_NAME = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DEVICE_NAME_MAX = 55  # 63 minus len("-gateway")
+
 
 def gateway_name(device: str) -> str:
     return f"{device}-gateway"

@@ -57,8 +57,25 @@ SECRET = ResourceInfo("v1", "Secret", "secrets", namespaced=True)
 LEASE = ResourceInfo("coordination.k8s.io/v1", "Lease", "leases", namespaced=True)
 NODE = ResourceInfo("v1", "Node", "nodes", namespaced=False)
 EVENT = ResourceInfo("v1", "Event", "events", namespaced=True)
+MUTATINGWEBHOOKCONFIGURATION = ResourceInfo(
+    "admissionregistration.k8s.io/v1",
+    "MutatingWebhookConfiguration",
+    "mutatingwebhookconfigurations",
+    namespaced=False,
+)
 
-ALL = (*CUSTOM, DEPLOYMENT, SERVICE, CONFIGMAP, INGRESS, SECRET, LEASE, NODE, EVENT)
+ALL = (
+    *CUSTOM,
+    DEPLOYMENT,
+    SERVICE,
+    CONFIGMAP,
+    INGRESS,
+    SECRET,
+    LEASE,
+    NODE,
+    EVENT,
+    MUTATINGWEBHOOKCONFIGURATION,
+)
 _BY_KIND = {(info.api_version, info.kind): info for info in ALL}
 _BY_PLURAL = {info.plural: info for info in CUSTOM}
 

@@ -1,0 +1,209 @@
+"""List-then-watch with a local cache on the lean client (runtime.lean), for processes that cannot
+afford kubernetes_asyncio (~45 MiB with aiohttp): the injector.
+
+Same contract as runtime.watching.Informer: a LIST gives the full state and a resourceVersion;
+WATCH continues from it; 410 Gone (an ERROR event or the HTTP status) means LIST again; a LIST also
+runs every `resync_seconds`. The watch is one streamed GET (`?watch=1`, chunked JSON lines) on a
+connection of its own, so the client's kept-alive connections stay free for other requests.
+`keep` trims each object to the fields its user reads, so the cache holds only those.
+"""
+
+import asyncio
+import json
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from kubeserial_common.core.errors import ApiError, Gone, Unreachable, from_status
+from kubeserial_common.core.resources import ResourceInfo
+from kubeserial_common.runtime.lean import LeanClient
+from kubeserial_common.runtime.logs import get_logger
+
+log = get_logger(__name__)
+
+ObjectKey = tuple[str, str]  # (namespace or "", name)
+Handler = Callable[[str, dict[str, Any]], None]
+MAX_EVENT = 4 * 1024 * 1024
+
+
+def object_key(obj: dict[str, Any]) -> ObjectKey:
+    meta = obj.get("metadata", {})
+    return (meta.get("namespace") or "", meta.get("name", ""))
+
+
+async def watch_events(
+    client: LeanClient,
+    resource: ResourceInfo,
+    *,
+    resource_version: str,
+    timeout_seconds: int,
+    namespace: str | None = None,
+    label_selector: str | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """The watch's events ({"type", "object"}) until the server ends it; typed errors."""
+    params = {
+        "watch": "1",
+        "resourceVersion": resource_version,
+        "timeoutSeconds": str(timeout_seconds),
+        "allowWatchBookmarks": "true",
+    }
+    if label_selector:
+        params["labelSelector"] = label_selector
+    path = f"{resource.path(namespace=namespace)}?{urlencode(params)}"
+    endpoint = client.endpoint
+    head = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {client._host_header}",  # the lean client's connection settings, shared
+        "Accept: application/json",
+        f"User-Agent: {client.user_agent}",
+        "Connection: close",
+    ]
+    token = client._token()
+    if token:
+        head.append(f"Authorization: Bearer {token}")
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                client._host,
+                client._port,
+                ssl=client._ssl,
+                server_hostname=client._host if client._ssl else None,
+            ),
+            15,
+        )
+    except (OSError, ssl.SSLError, TimeoutError) as exc:
+        raise Unreachable(f"watch {resource.plural} on {endpoint.server}: {exc!r}") from exc
+    try:
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        # The server answers at once (headers) and then sends events; it ends the watch by itself
+        # after timeoutSeconds: a silence much longer than that is a dead connection.
+        idle = timeout_seconds + 30
+        status_line = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), idle)
+        lines = status_line.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        chunked = any(
+            line.lower().startswith("transfer-encoding:") and "chunked" in line.lower() for line in lines
+        )
+        if status >= 400 or not status:
+            body = await asyncio.wait_for(reader.read(MAX_EVENT), idle)
+            raise from_status(status, body)
+        pending = b""
+        while True:
+            if chunked:
+                size_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), idle)
+                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    return
+                data = await asyncio.wait_for(reader.readexactly(size + 2), idle)
+                pending += data[:-2]
+            else:
+                data = await asyncio.wait_for(reader.read(65536), idle)
+                if not data:
+                    return
+                pending += data
+            if len(pending) > MAX_EVENT:
+                raise Unreachable(f"watch {resource.plural}: event larger than {MAX_EVENT} bytes")
+            *complete, pending = pending.split(b"\n")
+            for line in complete:
+                if line.strip():
+                    yield json.loads(line)
+    except (
+        OSError,
+        ssl.SSLError,
+        TimeoutError,
+        asyncio.IncompleteReadError,
+        asyncio.LimitOverrunError,
+    ) as exc:
+        raise Unreachable(f"watch {resource.plural}: {exc!r}") from exc
+    finally:
+        writer.close()
+
+
+@dataclass
+class LeanInformer:
+    """Keeps `cache` equal to the server's objects (trimmed by `keep`) and calls
+    `handler(event_type, obj)` on changes."""
+
+    client: LeanClient
+    resource: ResourceInfo
+    handler: Handler
+    name: str
+    namespace: str | None = None
+    label_selector: str | None = None
+    keep: Callable[[dict[str, Any]], dict[str, Any]] = lambda obj: obj
+    resync_seconds: float = 300.0
+    watch_timeout_seconds: int = 60
+    cache: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
+    synced: asyncio.Event = field(default_factory=asyncio.Event)
+    relists: int = 0
+
+    async def _list(self) -> str:
+        body = await self.client.list(
+            self.resource, namespace=self.namespace, label_selector=self.label_selector
+        )
+        fresh = {object_key(item): self.keep(item) for item in body.get("items", [])}
+        for key, old in list(self.cache.items()):
+            if key not in fresh:
+                del self.cache[key]
+                self.handler("DELETED", old)
+        for key, obj in fresh.items():
+            previous = self.cache.get(key)
+            self.cache[key] = obj
+            self.handler("ADDED" if previous is None else "MODIFIED", obj)
+        self.relists += 1
+        self.synced.set()
+        return str(body.get("metadata", {}).get("resourceVersion", ""))
+
+    def _apply(self, event_type: str, obj: dict[str, Any]) -> None:
+        key = object_key(obj)
+        obj = self.keep(obj)
+        if event_type == "DELETED":
+            self.cache.pop(key, None)
+        else:
+            self.cache[key] = obj
+        self.handler(event_type, obj)
+
+    async def _watch_until_resync(self, resource_version: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.resync_seconds
+        while loop.time() < deadline:
+            timeout = max(1, min(self.watch_timeout_seconds, int(deadline - loop.time())))
+            events = watch_events(
+                self.client,
+                self.resource,
+                resource_version=resource_version,
+                timeout_seconds=timeout,
+                namespace=self.namespace,
+                label_selector=self.label_selector,
+            )
+            async for event in events:
+                event_type, obj = event.get("type"), event.get("object") or {}
+                if event_type == "ERROR":
+                    raise from_status(int(obj.get("code") or 0), obj)
+                version = obj.get("metadata", {}).get("resourceVersion")
+                if version:
+                    resource_version = str(version)
+                if event_type in ("ADDED", "MODIFIED", "DELETED"):
+                    self._apply(event_type, obj)
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                resource_version = await self._list()
+                failures = 0
+                await self._watch_until_resync(resource_version)
+            except Gone:
+                log.info("watch expired; listing again", informer=self.name)
+                continue
+            except Unreachable as exc:
+                failures += 1
+                log.warning("apiserver unreachable; retrying", informer=self.name, error=str(exc))
+            except ApiError as exc:
+                failures += 1
+                log.warning("watch failed", informer=self.name, status=exc.status, reason=exc.message)
+            # Anything else is a bug: it ends run(), and the process runner stops the process.
+            await asyncio.sleep(min(10.0, 0.2 * 2 ** min(failures, 6)))
