@@ -1,13 +1,15 @@
-"""Plug-to-Available latency of the monitor on a real apiserver (a benchmark: it reports, never fails).
+"""Plug-to-Available latency on a real apiserver (a benchmark: it reports, never fails).
 
-    .venv/bin/python bench/bench_monitor.py [--cycles 60]
+    .venv/bin/python bench/bench_monitor.py [--cycles 60] [--unrelated 1000]
 
-Starts its own control plane (etcd + kube-apiserver & co.), the monitor as a process with its
-ServiceAccount, and a umockdev testbed. Each cycle plugs the simulated FTDI adapter and times how
-long until a watch on the SerialDevice shows Available=True (then the same for unplug ->
-Available=False). The clock starts before the plug command goes to the testbed driver and stops when
-the watch event arrives, so it includes udev delivery, the status write and the watch fan-out.
-The monitor's own histogram (udev event -> status written) is reported next to it.
+Starts its own control plane (etcd + kube-apiserver & co.), the monitor and the controller as
+processes with their ServiceAccounts, `--unrelated` SerialDevices that match nothing plugged in
+(the issue-13 case: they used to make every monitor reconcile quadratic), and a umockdev testbed.
+Each cycle plugs the simulated FTDI adapter and times how long until a watch on the SerialDevice
+shows Available=True (then the same for unplug -> Available=False). The clock starts before the plug
+command goes to the testbed driver and stops when the watch event arrives, so it includes udev
+delivery, the monitor's SerialPort write, the controller's binding and the watch fan-out.
+The monitor's own histogram (udev event -> SerialPort written) is reported next to it.
 Results: stdout and bench/results/monitor.json.
 """
 
@@ -94,7 +96,9 @@ def scrape(port: int) -> dict[str, float]:
     text = http_get(port, "/metrics")[1]
     samples: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith(("kubeserial_monitor_plug_to_status_seconds", "kubeserial_monitor_claims_total")):
+        if line.startswith(
+            ("kubeserial_monitor_plug_to_port_seconds", "kubeserial_monitor_serialport_writes")
+        ):
             key, value = line.rsplit(" ", 1)
             samples[key] = float(value)
     return samples
@@ -102,7 +106,7 @@ def scrape(port: int) -> dict[str, float]:
 
 def histogram_quantile(samples: dict[str, float], fraction: float) -> float | None:
     """Upper bound of the bucket holding the quantile (what Prometheus would interpolate within)."""
-    prefix = 'kubeserial_monitor_plug_to_status_seconds_bucket{le="'
+    prefix = 'kubeserial_monitor_plug_to_port_seconds_bucket{le="'
     buckets = sorted(
         (float("inf") if k[len(prefix) : -2] == "+Inf" else float(k[len(prefix) : -2]), v)
         for k, v in samples.items()
@@ -115,8 +119,28 @@ def histogram_quantile(samples: dict[str, float], fraction: float) -> float | No
     return None
 
 
-async def measure(plane: ControlPlane, usb: SimulatedUsb, *, cycles: int, work: Path) -> dict[str, Any]:
+def create_unrelated(plane: ControlPlane, count: int) -> None:
+    """`count` SerialDevices (CP210x, each with its own serial number) that nothing plugged in matches."""
+    for start in range(0, count, 500):
+        items = [
+            {
+                "apiVersion": c.API_VERSION,
+                "kind": "SerialDevice",
+                "metadata": {"name": f"unrelated-{i:05d}"},
+                "spec": {"idVendor": "10c4", "idProduct": "ea60", "serialNumber": f"U{i:05d}"},
+            }
+            for i in range(start, min(count, start + 500))
+        ]
+        plane.kubectl(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+        )
+
+
+async def measure(
+    plane: ControlPlane, usb: SimulatedUsb, *, cycles: int, unrelated: int, work: Path
+) -> dict[str, Any]:
     name = f"bench-{uuid.uuid4().hex[:6]}"
+    create_unrelated(plane, unrelated)
     adapter = UsbAdapter(serial="BENCH0001")
     plane.kubectl(
         "create",
@@ -132,14 +156,34 @@ async def measure(plane: ControlPlane, usb: SimulatedUsb, *, cycles: int, work: 
         ),
     )
     kubeconfig = apply_rbac(plane, "monitor")
+    controller_kubeconfig = apply_rbac(plane, "controller")
+    plane.kubectl("create", "serviceaccount", "kubeserial-gateway", "-n", "kubeserial", check=False)
+    controller_port = free_port()
+    controller_args = [
+        "--gateway-image",
+        "kubeserial/gateway:bench",
+        "--health-host",
+        "127.0.0.1",
+        "--health-port",
+        str(controller_port),
+    ]
     port = free_port()
     args = ["--node-name", NODE, "--health-host", "127.0.0.1", "--health-port", str(port)]
     plug: list[float] = []
     unplug: list[float] = []
-    with service_process(
-        "kubeserial_monitor", args, kubeconfig=kubeconfig, log_path=work / "monitor.log", env=usb.env
-    ) as proc:
+    with (
+        service_process(
+            "kubeserial_controller",
+            controller_args,
+            kubeconfig=controller_kubeconfig,
+            log_path=work / "controller.log",
+        ) as controller,
+        service_process(
+            "kubeserial_monitor", args, kubeconfig=kubeconfig, log_path=work / "monitor.log", env=usb.env
+        ) as proc,
+    ):
         wait_for(lambda: is_ready(port), timeout=30, message="monitor ready")
+        wait_for(lambda: is_ready(controller_port), timeout=60, message="controller ready")
         async with api_client(str(plane.kubeconfig)) as api:
             watcher = AvailabilityWatch(api, name)
             task = asyncio.create_task(watcher.run())
@@ -157,6 +201,7 @@ async def measure(plane: ControlPlane, usb: SimulatedUsb, *, cycles: int, work: 
                     await task
         internal = scrape(port)
         peak_rss_mib = peak_rss_kib(proc.pid) / 1024
+        controller_rss_mib = peak_rss_kib(controller.pid) / 1024
         (RESULTS.parent / "monitor.log").write_bytes((work / "monitor.log").read_bytes())
     plane.kubectl("delete", "serialdevice", name, "--wait=false")
     return {
@@ -164,18 +209,22 @@ async def measure(plane: ControlPlane, usb: SimulatedUsb, *, cycles: int, work: 
         "plug_to_available_true": summary(plug),
         "unplug_to_available_false": summary(unplug),
         "monitor_histogram": {
-            "count": internal.get("kubeserial_monitor_plug_to_status_seconds_count"),
+            "count": internal.get("kubeserial_monitor_plug_to_port_seconds_count"),
             "mean_ms": round(
                 1000
-                * internal.get("kubeserial_monitor_plug_to_status_seconds_sum", 0.0)
-                / max(1.0, internal.get("kubeserial_monitor_plug_to_status_seconds_count", 1.0)),
+                * internal.get("kubeserial_monitor_plug_to_port_seconds_sum", 0.0)
+                / max(1.0, internal.get("kubeserial_monitor_plug_to_port_seconds_count", 1.0)),
                 2,
             ),
             "p50_bucket_le_s": histogram_quantile(internal, 0.50),
             "p99_bucket_le_s": histogram_quantile(internal, 0.99),
         },
-        "claims": {k: v for k, v in internal.items() if k.startswith("kubeserial_monitor_claims_total")},
+        "serialport_writes": {
+            k: v for k, v in internal.items() if k.startswith("kubeserial_monitor_serialport_writes_total")
+        },
+        "unrelated_serialdevices": unrelated,
         "monitor_peak_rss_mib": round(peak_rss_mib, 1),
+        "controller_peak_rss_mib": round(controller_rss_mib, 1),
     }
 
 
@@ -192,6 +241,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cycles", type=int, default=60, help="plug/unplug cycles (default 60)")
+    parser.add_argument(
+        "--unrelated", type=int, default=1000, help="SerialDevices that match nothing (default 1000)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-monitor-") as tmp:
@@ -202,7 +254,9 @@ def main() -> int:
             plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
             plane.register_node(NODE)
             with SimulatedUsb(work / "usb") as usb:
-                result = asyncio.run(measure(plane, usb, cycles=args.cycles, work=work))
+                result = asyncio.run(
+                    measure(plane, usb, cycles=args.cycles, unrelated=args.unrelated, work=work)
+                )
         finally:
             plane.stop()
     result["target"] = "p99 plug-to-Available=True under 200 ms"

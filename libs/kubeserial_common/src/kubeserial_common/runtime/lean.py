@@ -255,6 +255,26 @@ class LeanClient:
         params: dict[str, str] | None = None,
         timeout: float = TIMEOUT_SECONDS,  # noqa: ASYNC109 (per request, not a cancel scope)
     ) -> dict[str, Any]:
+        data = await self.request_bytes(
+            method, path, body=body, content_type=content_type, params=params, timeout=timeout
+        )
+        result: dict[str, Any] = json.loads(data) if data else {}
+        return result
+
+    async def request_text(self, method: str, path: str, *, timeout: float = TIMEOUT_SECONDS) -> str:  # noqa: ASYNC109
+        """A non-JSON answer, e.g. the apiserver's /metrics."""
+        return (await self.request_bytes(method, path, timeout=timeout)).decode()
+
+    async def request_bytes(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+        timeout: float = TIMEOUT_SECONDS,  # noqa: ASYNC109 (per request, not a cancel scope)
+    ) -> bytes:
         if params:
             path = f"{path}?{urlencode(params)}"
         try:
@@ -266,7 +286,7 @@ class LeanClient:
         except (OSError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             raise Unreachable(f"{method} {path}: {exc!r}") from exc
 
-    async def _request(self, method: str, path: str, *, body: Any, content_type: str) -> dict[str, Any]:
+    async def _request(self, method: str, path: str, *, body: Any, content_type: str) -> bytes:
         payload = b"" if body is None else json.dumps(body).encode()
         headers = [
             f"{method} {path} HTTP/1.1",
@@ -314,8 +334,7 @@ class LeanClient:
         self.requests += 1
         if status >= 400:
             raise api_error(status, data)
-        result: dict[str, Any] = json.loads(data) if data else {}
-        return result
+        return data
 
     # -- by resource -----------------------------------------------------------------------------
 
