@@ -4,6 +4,12 @@ A LIST gives the full state and a resourceVersion; WATCH continues from it. When
 says 410 Gone the old resourceVersion is useless: we LIST again rather than resume, so no change
 is hidden. A LIST also runs every `resync_seconds`, which repairs anything a dropped connection
 lost and re-delivers every object (level-triggered consumers just reconcile again).
+
+Memory (the controller keeps thousands of objects): LISTs are paged (`page_size` items per
+request, one consistent snapshot), so only one page's raw JSON is held at a time, and every object
+goes through `keep` before it is cached; the default drops what no consumer reads and what weighs
+most on server-side-applied objects: `metadata.managedFields` and the
+`kubectl.kubernetes.io/last-applied-configuration` annotation.
 """
 
 import asyncio
@@ -24,6 +30,20 @@ ObjectKey = tuple[str, str]  # (namespace or "", name)
 Handler = Callable[[str, dict[str, Any]], None]
 
 
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def without_bookkeeping(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without managedFields and kubectl's last-applied annotation (in place)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+        annotations = meta.get("annotations")
+        if isinstance(annotations, dict) and LAST_APPLIED in annotations:
+            del annotations[LAST_APPLIED]
+    return obj
+
+
 def object_key(obj: dict[str, Any]) -> ObjectKey:
     meta = obj.get("metadata", {})
     return (meta.get("namespace") or "", meta.get("name", ""))
@@ -41,6 +61,8 @@ class Informer:
     handler: Handler
     name: str
     list_kwargs: dict[str, Any] = field(default_factory=dict)
+    keep: Callable[[dict[str, Any]], dict[str, Any]] = without_bookkeeping
+    page_size: int = 500
     resync_seconds: float = 300.0
     watch_timeout_seconds: int = 60
     cache: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
@@ -48,8 +70,21 @@ class Informer:
     relists: int = 0
 
     async def _list(self) -> str:
-        body = await read_json(await self.list_call(**self.list_kwargs, _preload_content=False))
-        fresh = {object_key(item): item for item in body.get("items", [])}
+        fresh: dict[ObjectKey, dict[str, Any]] = {}
+        token: str | None = None
+        while True:
+            paging: dict[str, Any] = {"limit": self.page_size}
+            if token:
+                paging["_continue"] = token
+            with translated():
+                body = await read_json(
+                    await self.list_call(**self.list_kwargs, **paging, _preload_content=False)
+                )
+            for item in body.pop("items", None) or []:
+                fresh[object_key(item)] = self.keep(item)
+            token = body.get("metadata", {}).get("continue") or None
+            if not token:
+                break
         for key, old in list(self.cache.items()):
             if key not in fresh:
                 del self.cache[key]
@@ -63,6 +98,7 @@ class Informer:
         return str(body.get("metadata", {}).get("resourceVersion", ""))
 
     def _apply(self, event_type: str, obj: dict[str, Any]) -> None:
+        obj = self.keep(obj)
         key = object_key(obj)
         if event_type == "DELETED":
             self.cache.pop(key, None)
