@@ -25,7 +25,7 @@ def workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] in ("Deployment", "DaemonSet")]
 
 
-@pytest.mark.parametrize("overlay", ["default", "dev", "e2e"])
+@pytest.mark.parametrize("overlay", ["default", "dev", "e2e", "small"])
 def test_apply_k_dry_run_server(control_plane: ControlPlane, overlay: str) -> None:
     control_plane.kubectl("create", "namespace", "kubeserial", check=False)
     result = control_plane.kubectl("apply", "-k", str(OVERLAYS / overlay), "--dry-run=server", check=False)
@@ -62,7 +62,7 @@ def test_default_overlay_has_the_four_crds_and_a_serviceaccount_per_component() 
     } <= accounts
 
 
-@pytest.mark.parametrize("overlay", ["default", "dev", "e2e"])
+@pytest.mark.parametrize("overlay", ["default", "dev", "e2e", "small"])
 def test_every_container_has_resources_probes_and_security_context(overlay: str) -> None:
     found = workloads(render(overlay))
     assert {w["metadata"]["name"] for w in found} >= {
@@ -89,3 +89,36 @@ def test_rbac_never_uses_wildcards() -> None:
             for rule in doc.get("rules", []):
                 for key in ("verbs", "resources", "apiGroups"):
                     assert "*" not in rule.get(key, []), f"{doc['kind']}/{doc['metadata']['name']}: {rule}"
+
+
+def test_small_overlay_one_replica_each_and_a_pdb_that_lets_drains_through() -> None:
+    docs = render("small")
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    for name in ("kubeserial-controller", "kubeserial-injector"):
+        assert by_name[("Deployment", name)]["spec"]["replicas"] == 1, name
+    pdb = by_name[("PodDisruptionBudget", "kubeserial-injector")]["spec"]
+    # minAvailable: 1 with one replica would block every node drain.
+    assert "minAvailable" not in pdb and pdb["maxUnavailable"] == 1
+    default = {(d["kind"], d["metadata"]["name"]): d for d in render("default")}
+
+    def request(docs: dict[tuple[str, str], dict[str, Any]], kind: str, name: str) -> str:
+        [container] = docs[(kind, name)]["spec"]["template"]["spec"]["containers"]
+        return str(container["resources"]["requests"]["memory"])
+
+    def mib(quantity: str) -> int:
+        assert quantity.endswith("Mi"), quantity
+        return int(quantity[:-2])
+
+    for kind, name in (
+        ("Deployment", "kubeserial-controller"),
+        ("Deployment", "kubeserial-injector"),
+        ("DaemonSet", "kubeserial-monitor"),
+    ):
+        assert mib(request(by_name, kind, name)) <= mib(request(default, kind, name)), name
+    # Same images as the default install (gateway and bridge included).
+    images = {c["image"] for d in workloads(docs) for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {
+        c["image"]
+        for d in workloads(list(default.values()))
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }

@@ -124,7 +124,8 @@ def desired_gateway_deployment(
         ],
         "livenessProbe": health_probe,
         "readinessProbe": ready_probe,
-        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+        # Peak RSS of a gateway (bench/bench_gateway.py): ~30 MiB with its status writer.
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
         # A hot-plugged tty is not in the container's device cgroup unless the container is
         # privileged; /dev from the host makes the node's current device nodes visible.
         "securityContext": {"privileged": True},

@@ -62,10 +62,11 @@ class BridgeSettings:
     namespace: str = DEFAULT_NAMESPACE  # where the gateways' Services live
     image_pull_policy: str | None = None
     health_port_base: int = BRIDGE_HEALTH_PORT_BASE
+    # Peak RSS of a bridge (bench/bench_gateway.py, tty mode): ~19 MiB (budget 20); one per consumer.
     resources: Mapping[str, Any] = field(
         default_factory=lambda: {
-            "requests": {"cpu": "10m", "memory": "32Mi"},
-            "limits": {"memory": "128Mi"},
+            "requests": {"cpu": "10m", "memory": "24Mi"},
+            "limits": {"memory": "48Mi"},
         }
     )
 
