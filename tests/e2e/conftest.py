@@ -41,3 +41,11 @@ async def plugged(stack: LocalStack, request: pytest.FixtureRequest) -> LocalSta
     await wait_async(lambda: stack.device_state(device) == ("True", "node-a"), within=30, message="available")
     await wait_async(stack.ports_for(device).ready, within=30, message="gateway ready")
     return stack
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the test item, so fixtures can tell a failed test (and print
+    the cluster's diagnostics then)."""
+    outcome = yield
+    setattr(item, f"rep_{call.when}", outcome.get_result())  # type: ignore[attr-defined]

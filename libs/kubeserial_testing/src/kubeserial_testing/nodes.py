@@ -67,7 +67,9 @@ CNI_BIN = "/usr/lib/cni"
 NODE_RUN = "/run/kubeserial-node"
 # Host directories that become private tmpfs mountpoints in the nodes' mount namespaces. Created
 # when missing (recorded, removed again by the last cluster to go down).
-PRIVATE_DIRS = ("/run/containerd", "/var/lib/cni", "/var/log/containers", NODE_RUN)
+# /run/udev: a real node runs udev, and the monitor DaemonSet mounts its folder (type Directory);
+# these nodes have none, so each gets an empty one of its own.
+PRIVATE_DIRS = ("/run/containerd", "/var/lib/cni", "/var/log/containers", NODE_RUN, "/run/udev")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 STATE_ROOT = nodeimages.CACHE_ROOT / "nodes"
 # The kubelet sets these host-wide sysctls unless they already read so (protectKernelDefaults makes
@@ -360,6 +362,7 @@ def _holder_script(node: "RealNode", pause: Path) -> str:
         "mount -t tmpfs -o mode=0711 kubeserial-containerd /run/containerd",
         "mount -t tmpfs -o mode=0755 kubeserial-cni /var/lib/cni",
         "mount -t tmpfs -o mode=0755 kubeserial-logs /var/log/containers",
+        "mount -t tmpfs -o mode=0755 kubeserial-udev /run/udev",
     ]
     lines += [
         f"mount --bind {node.dir / 'sysctl' / key.replace('/', '.')} /proc/sys/{key}"

@@ -1,0 +1,256 @@
+"""KubeSerial installed on a RealCluster (kubeserial_testing.nodes) from the shipped e2e overlay,
+with simulated USB adapters on the real nodes.
+
+What is real: the control plane, two kubelets with containerd and kube-proxy, CoreDNS, the four
+services as pods from the project's images under their own ServiceAccounts (projected tokens),
+probes run by the kubelet, native sidecars, Services and DNS names, the webhook called by the
+apiserver through its Service over TLS with the injector's self-managed certificate.
+
+What is simulated, and how it reaches the containers: each node has a umockdev testbed (the real
+libudev, real uevents over umockdev's socket stand-in for netlink) made under
+SIMULATED_USB_ROOT/<cluster>/<node> on the host's /dev/shm. The e2e images of the monitor and the
+gateway add umockdev's preload library and an entry point that points it at the testbed that
+belongs to them (hack/images/e2e/umockdev_entry.py). The monitor DaemonSet gets one extra hostPath
+volume, the testbed's folder (this harness adds it: the shipped overlay does not know about test
+hardware); the gateway already mounts the host's /dev, which holds /dev/shm and /dev/pts. A
+simulated adapter's tty is a pty whose master the test holds: the test plays the device.
+Differences from a real adapter: no modem lines (a pty), no USB cgroup rule needed, and the
+testbed is shared through the host's filesystem rather than each node's own /sys and /dev.
+"""
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubeserial_common import constants as c
+from kubeserial_common.conditions import condition_status
+from kubeserial_testing.controlplane import REPO_ROOT
+from kubeserial_testing.nodes import RealCluster
+from kubeserial_testing.umockdev import SimulatedUsb
+
+NAMESPACE = "kubeserial"
+E2E_OVERLAY = REPO_ROOT / "deploy" / "kustomize" / "overlays" / "e2e"
+E2E_IMAGES = REPO_ROOT / "hack" / "images" / "e2e.sh"
+SIMULATED_USB_ROOT = Path("/dev/shm/kubeserial-e2e-usb")  # hack/images/e2e/umockdev_entry.py
+GATEWAY_HEALTH_PORT = 8080
+BRIDGE_HEALTH_PORT = 18217  # the first (only) device's bridge in a pod
+
+
+def build_e2e_images() -> list[Path]:
+    """The :e2e images as docker archives (hack/images/e2e.sh; cached)."""
+    out = subprocess.run([str(E2E_IMAGES)], check=True, capture_output=True, text=True).stdout
+    return [Path(line) for line in out.splitlines() if line.endswith(".tar")]
+
+
+def wait_until(predicate: Callable[[], Any], *, within: float, message: str, interval: float = 0.25) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {message}; last value {value!r}")
+        time.sleep(interval)
+
+
+def parse_metrics(text: str, name: str) -> float:
+    """The sum of a metric's samples; AssertionError when the metric is not exported at all."""
+    if f"# TYPE {name.removesuffix('_total')} " not in text and f"# TYPE {name} " not in text:
+        raise AssertionError(f"metric {name} is not exported")
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.split("{", 1)[0].split(" ", 1)[0] == name
+    )
+
+
+@dataclass
+class RealStack:
+    cluster: RealCluster
+    workdir: Path
+    usb: dict[str, SimulatedUsb] = field(default_factory=dict)
+
+    @property
+    def usb_root(self) -> Path:
+        return SIMULATED_USB_ROOT / self.cluster.id
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return self.cluster.kubectl(*args, input=input, check=check, timeout=timeout)
+
+    def start(self) -> "RealStack":
+        shutil.rmtree(self.usb_root, ignore_errors=True)  # testbeds of a run that died
+        for archive in build_e2e_images():
+            self.cluster.import_image(archive)
+        for node in self.cluster.nodes:
+            usb = SimulatedUsb(self.workdir / f"usb-{node}", testbed_parent=self.usb_root / node, shared=True)
+            self.usb[node] = usb.__enter__()
+        for path in (SIMULATED_USB_ROOT, self.usb_root, *(self.usb_root / n for n in self.usb)):
+            path.chmod(0o755)  # the monitor runs as nobody
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(E2E_OVERLAY))
+        self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        self._mount_testbeds_into_the_monitor()
+        for workload in (
+            "deployment/kubeserial-controller",
+            "deployment/kubeserial-injector",
+            "daemonset/kubeserial-monitor",
+        ):
+            self.kubectl("rollout", "status", "-n", NAMESPACE, workload, "--timeout=180s", timeout=200)
+        wait_until(self._webhook_has_ca, within=60, message="the injector to patch its caBundle")
+        return self
+
+    def _mount_testbeds_into_the_monitor(self) -> None:
+        root = str(SIMULATED_USB_ROOT)
+        daemonset = self.cluster.get_json("daemonset", "kubeserial-monitor", "-n", NAMESPACE)
+        if any(v["name"] == "simulated-usb" for v in daemonset["spec"]["template"]["spec"]["volumes"]):
+            # A cluster reused during development: new testbeds, so new monitor pods.
+            self.kubectl("rollout", "restart", "daemonset/kubeserial-monitor", "-n", NAMESPACE)
+            return
+        patch = [
+            {
+                "op": "add",
+                "path": "/spec/template/spec/volumes/-",
+                "value": {"name": "simulated-usb", "hostPath": {"path": root, "type": "Directory"}},
+            },
+            {
+                "op": "add",
+                "path": "/spec/template/spec/containers/0/volumeMounts/-",
+                "value": {"name": "simulated-usb", "mountPath": root},
+            },
+        ]
+        self.kubectl(
+            "patch",
+            "daemonset",
+            "kubeserial-monitor",
+            "-n",
+            NAMESPACE,
+            "--type=json",
+            "-p",
+            json.dumps(patch),
+        )
+
+    def _webhook_has_ca(self) -> bool:
+        config = self.cluster.get_json("mutatingwebhookconfiguration", "kubeserial-injector")
+        return all(w["clientConfig"].get("caBundle") for w in config["webhooks"])
+
+    def stop(self) -> None:
+        for usb in self.usb.values():
+            usb.close()
+        shutil.rmtree(self.usb_root, ignore_errors=True)
+        if SIMULATED_USB_ROOT.exists() and not any(SIMULATED_USB_ROOT.iterdir()):
+            SIMULATED_USB_ROOT.rmdir()
+
+    # -- what a user would look at -----------------------------------------------------------------
+
+    def get(self, *args: str) -> dict[str, Any]:
+        out = self.kubectl("get", *args, "-o", "json", check=False)
+        result: dict[str, Any] = json.loads(out.stdout) if out.returncode == 0 else {}
+        return result
+
+    def device_state(self, device: str) -> tuple[str | None, str | None]:
+        obj = self.get("serialdevice", device)
+        return condition_status(obj, c.AVAILABLE), (obj.get("status") or {}).get("nodeName")
+
+    def condition(self, device: str, kind: str) -> dict[str, Any]:
+        obj = self.get("serialdevice", device)
+        return next((x for x in (obj.get("status") or {}).get("conditions", []) if x["type"] == kind), {})
+
+    def running_pods(self, namespace: str, selector: str, *, node: str | None = None) -> list[dict[str, Any]]:
+        pods = self.get("pods", "-n", namespace, "-l", selector).get("items", [])
+        return [
+            p
+            for p in pods
+            if p["status"].get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")
+            and (node is None or p["spec"].get("nodeName") == node)
+            and all(s.get("ready") for s in p["status"].get("containerStatuses", []))
+        ]
+
+    def gateway_pods(self, device: str, *, node: str | None = None) -> list[dict[str, Any]]:
+        selector = f"app.kubernetes.io/name=kubeserial-gateway,{c.DEVICE_LABEL}={device}"
+        return self.running_pods(NAMESPACE, selector, node=node)
+
+    def pod_metrics(self, namespace: str, pod: str, port: int) -> str:
+        """/metrics of a pod's port through the apiserver's pod proxy."""
+        path = f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/metrics"
+        return self.kubectl("get", "--raw", path).stdout
+
+    def gateway_metric(self, device: str, name: str) -> float:
+        pods = self.gateway_pods(device)
+        assert len(pods) == 1, f"expected one running gateway for {device}, found {len(pods)}"
+        return parse_metrics(
+            self.pod_metrics(NAMESPACE, pods[0]["metadata"]["name"], GATEWAY_HEALTH_PORT), name
+        )
+
+    def bridge_metric(self, namespace: str, pod: str, name: str) -> float:
+        return parse_metrics(self.pod_metrics(namespace, pod, BRIDGE_HEALTH_PORT), name)
+
+    def diagnostics(self) -> str:
+        return "\n".join(self.cluster.diagnostics(ns) for ns in (NAMESPACE, "apps"))
+
+
+class AppTty:
+    """An application inside a pod holding its tty open: `kubectl exec` of busybox sh + cat that
+    copies our stdin to the tty and the tty to our stdout, for as long as this object lives."""
+
+    def __init__(
+        self, stack: RealStack, *, namespace: str, pod: str, container: str, tty: str, stty: str
+    ) -> None:
+        script = f"exec 3<>{tty}; stty -F {tty} {stty}; echo ready; cat <&3 & cat >&3"
+        self.proc = subprocess.Popen(
+            [
+                "kubectl",
+                f"--kubeconfig={stack.cluster.kubeconfig}",
+                "exec",
+                "-i",
+                "-n",
+                namespace,
+                pod,
+                "-c",
+                container,
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line != b"ready\n":
+            self.close()
+            raise AssertionError(f"the app could not open {tty}: {line!r} {self.stderr()}")
+
+    def write(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def read_exactly(self, count: int) -> bytes:
+        """Blocking; the caller bounds it (asyncio.wait_for around to_thread)."""
+        assert self.proc.stdout is not None
+        data = b""
+        while len(data) < count:
+            chunk = self.proc.stdout.read1(count - len(data))  # type: ignore[attr-defined]
+            if not chunk:
+                raise AssertionError(f"the app's tty closed after {data!r}: {self.stderr()}")
+            data += chunk
+        return data
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None or self.proc.stderr is None:
+            return ""
+        return self.proc.stderr.read().decode(errors="replace")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
