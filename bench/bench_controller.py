@@ -33,6 +33,7 @@ from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane
 from kubeserial_testing.objects import monitor_lease, monitor_status, serial_device
 from kubeserial_testing.probes import RunningService, running_service
 from kubeserial_testing.services import NAMESPACE, apply_rbac, wait_for
+from memref import python_floor_mib
 
 RESULTS = REPO_ROOT / "bench" / "results" / "controller.json"
 NODE = "bench-node"
@@ -161,6 +162,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         **cpu,
         "controller_rss_idle_mib": round(idle["VmRSS"] / 1024, 1),
         "controller_peak_rss_mib": round(peak["VmHWM"] / 1024, 1),
+        "python_floor_mib": python_floor_mib(),
         "reconciles": counters,
         "machine": {"python": platform.python_version(), "cpus": len(os.sched_getaffinity(0))},
     }

@@ -4,10 +4,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from kubeserial_common.core import constants as c
+from kubeserial_common.runtime.lean import Endpoint, LeanClient
 from kubeserial_common.runtime.workqueue import WorkQueue
 from kubeserial_controller.__main__ import parse_args
 from kubeserial_controller.controller import Controller
@@ -19,7 +19,7 @@ from kubeserial_controller.reconcilers import Settings
 @pytest.fixture
 async def controller() -> AsyncIterator[Controller]:
     """A Controller that never talks to a server: only its caches and queues are used."""
-    async with client.ApiClient(client.Configuration(host="http://127.0.0.1:9")) as api:
+    async with LeanClient(Endpoint(server="http://127.0.0.1:9")) as api:
         yield Controller(
             api,
             settings=Settings(namespace="kubeserial", images=Images(gateway="gw")),

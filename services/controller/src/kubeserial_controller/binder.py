@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from kubernetes_asyncio import client
 
 from kubeserial_common.core import constants as c
 from kubeserial_common.core import vocabulary as v
@@ -27,10 +26,12 @@ from kubeserial_common.core.binding import Plan, bind
 from kubeserial_common.core.conditions import ConditionUpdate, condition_status, get_condition
 from kubeserial_common.core.errors import NotFound
 from kubeserial_common.core.free import free_at_claim, free_at_release
+from kubeserial_common.core.resources import NODE
 from kubeserial_common.core.serialports import WILDCARD, BindKey, device_key, matches, port_keys
 from kubeserial_common.core.status import conditions_patch, write_status
 from kubeserial_common.runtime.events import NORMAL, WARNING, EventRecorder
-from kubeserial_common.runtime.kube import JSON_PATCH, CustomObjects
+from kubeserial_common.runtime.lean import JSON_PATCH, LeanClient
+from kubeserial_common.runtime.leanobjects import LeanObjects
 from kubeserial_controller import decisions as d
 from kubeserial_controller.noderesources import resource_patch
 from kubeserial_controller.world import World
@@ -136,15 +137,15 @@ class Binder:
         self,
         world: World,
         *,
-        objects: CustomObjects,
-        api: client.ApiClient,
+        objects: LeanObjects,
+        api: LeanClient,
         recorder: EventRecorder,
         node_grace: timedelta,
         wake_keys: Callable[[BindKey], None],
     ) -> None:
         self.world = world
         self.objects = objects
-        self.core = client.CoreV1Api(api)
+        self.api = api
         self.recorder = recorder
         self.node_grace = node_grace
         self.index = BindingIndex()
@@ -364,7 +365,7 @@ class Binder:
         if not ops:
             return
         try:
-            await self.core.patch_node_status(node, ops, _content_type=JSON_PATCH)
+            await self.api.patch(NODE, node, ops, subresource="status", content_type=JSON_PATCH)
         except NotFound:
             return
         log.info("node resources patched", node=node, ops=len(ops))

@@ -6,15 +6,15 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
 import structlog
-from kubernetes_asyncio import client
 
 from kubeserial_common.core import constants as c
 from kubeserial_common.core.errors import PermanentError, message_of, status_of
 from kubeserial_common.core.serialports import BindKey
 from kubeserial_common.core.vocabulary import RECONCILE_FAILED
 from kubeserial_common.runtime.events import WARNING, EventRecorder
-from kubeserial_common.runtime.kube import CustomObjects
-from kubeserial_common.runtime.watching import run_informers
+from kubeserial_common.runtime.lean import LeanClient
+from kubeserial_common.runtime.leanobjects import LeanObjects
+from kubeserial_common.runtime.leanwatch import run_lean_informers
 from kubeserial_common.runtime.workqueue import WorkQueue, run_workers
 from kubeserial_controller import decisions as d
 from kubeserial_controller.apply import Applier
@@ -32,7 +32,7 @@ COMPONENT = "kubeserial-controller"
 class Controller:
     def __init__(
         self,
-        api: client.ApiClient,
+        api: LeanClient,
         *,
         settings: Settings,
         metrics: ControllerMetrics,
@@ -55,7 +55,7 @@ class Controller:
         self.reconcilers = Reconcilers(
             self.world,
             applier=Applier(api),
-            objects=CustomObjects(api),
+            objects=LeanObjects(api),
             # Events about cluster-scoped objects must live in "default": the apiserver refuses others.
             recorder=EventRecorder(api, component=COMPONENT),
             settings=settings,
@@ -145,7 +145,7 @@ class Controller:
     # -- running ---------------------------------------------------------------------------------
 
     async def run_informers(self) -> None:
-        await run_informers(*self.world.informers())
+        await run_lean_informers(*self.world.informers())
 
     async def run_workers(self) -> None:
         """Reconcile until cancelled; starts only once every cache is filled, so that nothing is

@@ -22,7 +22,7 @@ from kubeserial_common.core.names import gateway_name, kubeserial_label_value, m
 from kubeserial_common.core.podspec import PodSpecError
 from kubeserial_common.core.status import conditions_patch, write_status
 from kubeserial_common.runtime.events import NORMAL, WARNING, EventRecorder
-from kubeserial_common.runtime.kube import CustomObjects
+from kubeserial_common.runtime.leanobjects import LeanObjects
 from kubeserial_controller import decisions as d
 from kubeserial_controller.apply import Applier
 from kubeserial_controller.desired import (
@@ -81,7 +81,7 @@ class Reconcilers:
         world: World,
         *,
         applier: Applier,
-        objects: CustomObjects,
+        objects: LeanObjects,
         recorder: EventRecorder,
         settings: Settings,
         wake_device: Callable[[str], None],

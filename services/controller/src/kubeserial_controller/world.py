@@ -8,12 +8,11 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
-from kubernetes_asyncio import client
-
 from kubeserial_common.core import constants as c
 from kubeserial_common.core import resources as r
 from kubeserial_common.core.names import kubeserial_label_value, monitor_lease_name
-from kubeserial_common.runtime.watching import Informer
+from kubeserial_common.runtime.lean import LeanClient
+from kubeserial_common.runtime.leanwatch import LeanInformer as Informer
 
 Obj = dict[str, Any]
 EventSink = Callable[[str, str, Obj], None]  # (kind, event type, object)
@@ -23,43 +22,39 @@ OWNED_SELECTOR = f"{c.MANAGED_BY_LABEL}={c.MANAGED_BY}"
 
 class World:
     def __init__(
-        self, api: client.ApiClient, *, namespace: str, on_event: EventSink, resync_seconds: float = 300.0
+        self, api: LeanClient, *, namespace: str, on_event: EventSink, resync_seconds: float = 300.0
     ) -> None:
         self.namespace = namespace
-        custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
-        apps, networking = client.AppsV1Api(api), client.NetworkingV1Api(api)
-        coordination = client.CoordinationV1Api(api)
 
-        def informer(resource: r.ResourceInfo, list_call: Callable[..., Any], **list_kwargs: Any) -> Informer:
-            # Calls are wrapped in partial() so the watch does not build client models we never read.
+        def informer(
+            resource: r.ResourceInfo, namespace: str | None = None, label_selector: str | None = None
+        ) -> Informer:
+            # The lean client's informer (runtime.leanwatch): no kubernetes_asyncio in the controller.
             return Informer(
-                list_call=list_call,
+                client=api,
+                resource=resource,
                 handler=partial(on_event, resource.kind),
                 name=resource.kind,
-                list_kwargs=list_kwargs,
+                namespace=namespace,
+                label_selector=label_selector,
                 resync_seconds=resync_seconds,
             )
 
         def custom_informer(resource: r.ResourceInfo) -> Informer:
-            list_call = partial(
-                custom.list_cluster_custom_object, resource.group, resource.version, resource.plural
-            )
-            return informer(resource, list_call)
+            return informer(resource)  # cluster-scoped, or every namespace (KubeSerial)
 
         self.kubeserials = custom_informer(r.KUBESERIAL)  # every namespace
         self.devices = custom_informer(r.SERIALDEVICE)
         self.managers = custom_informer(r.MANAGER)
         self.requests = custom_informer(r.MANAGERSCHEDULEREQUEST)
-        owned = {"label_selector": OWNED_SELECTOR}
-        self.deployments = informer(
-            r.DEPLOYMENT, partial(apps.list_namespaced_deployment, namespace), **owned
-        )
-        self.services = informer(r.SERVICE, partial(core.list_namespaced_service, namespace), **owned)
-        self.config_maps = informer(r.CONFIGMAP, partial(core.list_namespaced_config_map, namespace), **owned)
-        self.ingresses = informer(r.INGRESS, partial(networking.list_namespaced_ingress, namespace), **owned)
-        self.leases = informer(r.LEASE, partial(coordination.list_namespaced_lease, namespace))
+        owned = OWNED_SELECTOR
+        self.deployments = informer(r.DEPLOYMENT, namespace, owned)
+        self.services = informer(r.SERVICE, namespace, owned)
+        self.config_maps = informer(r.CONFIGMAP, namespace, owned)
+        self.ingresses = informer(r.INGRESS, namespace, owned)
+        self.leases = informer(r.LEASE, namespace)
         self.ports = custom_informer(r.SERIALPORT)
-        self.nodes = informer(r.NODE, core.list_node)
+        self.nodes = informer(r.NODE)
         self.children = {
             r.DEPLOYMENT.kind: self.deployments,
             r.SERVICE.kind: self.services,

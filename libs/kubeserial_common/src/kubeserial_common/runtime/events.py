@@ -2,23 +2,30 @@
 
 from typing import Any
 
-import structlog
-from kubernetes_asyncio import client
-
 from kubeserial_common.core.conditions import now_rfc3339
 from kubeserial_common.core.errors import ApiError
+from kubeserial_common.core.resources import EVENT
+from kubeserial_common.runtime.lean import LeanClient
+from kubeserial_common.runtime.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 NORMAL = "Normal"
 WARNING = "Warning"
 
 
 class EventRecorder:
-    """Posts core/v1 Events. Cluster-scoped objects get theirs in `cluster_namespace`."""
+    """Posts core/v1 Events. Cluster-scoped objects get theirs in `cluster_namespace`.
 
-    def __init__(self, api: client.ApiClient, *, component: str, cluster_namespace: str = "default") -> None:
-        self.core = client.CoreV1Api(api)
+    `api` is a LeanClient (runtime.lean) or a kubernetes_asyncio ApiClient (runtime.kube)."""
+
+    def __init__(self, api: Any, *, component: str, cluster_namespace: str = "default") -> None:
+        self.lean: LeanClient | None = api if isinstance(api, LeanClient) else None
+        if self.lean is None:
+            # Imported here: a process on the lean client never loads kubernetes_asyncio.
+            from kubernetes_asyncio import client
+
+            self.core: Any = client.CoreV1Api(api)
         self.component = component
         self.cluster_namespace = cluster_namespace
 
@@ -46,7 +53,10 @@ class EventRecorder:
             "count": 1,
         }
         try:
-            await self.core.create_namespaced_event(namespace, body)
+            if self.lean is not None:
+                await self.lean.create(EVENT, body, namespace=namespace)
+            else:
+                await self.core.create_namespaced_event(namespace, body)
         except ApiError as exc:  # an Event is best effort: never fail a reconcile over it
             log.warning("could not post event", reason=reason, error=repr(exc))
         log.info("event", object=meta.get("name"), reason=reason, type=type_, message=message)

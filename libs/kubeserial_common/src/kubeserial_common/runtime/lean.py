@@ -275,6 +275,23 @@ class LeanClient:
         params: dict[str, str] | None = None,
         timeout: float = TIMEOUT_SECONDS,  # noqa: ASYNC109 (per request, not a cancel scope)
     ) -> bytes:
+        return (
+            await self.request_with_status(
+                method, path, body=body, content_type=content_type, params=params, timeout=timeout
+            )
+        )[1]
+
+    async def request_with_status(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+        timeout: float = TIMEOUT_SECONDS,  # noqa: ASYNC109 (per request, not a cancel scope)
+    ) -> tuple[int, bytes]:
+        """The HTTP status of a successful answer too (server-side apply: 201 created, 200 updated)."""
         if params:
             path = f"{path}?{urlencode(params)}"
         try:
@@ -286,7 +303,7 @@ class LeanClient:
         except (OSError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             raise Unreachable(f"{method} {path}: {exc!r}") from exc
 
-    async def _request(self, method: str, path: str, *, body: Any, content_type: str) -> bytes:
+    async def _request(self, method: str, path: str, *, body: Any, content_type: str) -> tuple[int, bytes]:
         payload = b"" if body is None else json.dumps(body).encode()
         headers = [
             f"{method} {path} HTTP/1.1",
@@ -334,7 +351,7 @@ class LeanClient:
         self.requests += 1
         if status >= 400:
             raise api_error(status, data)
-        return data
+        return status, data
 
     # -- by resource -----------------------------------------------------------------------------
 

@@ -5,7 +5,10 @@ Same contract as runtime.watching.Informer: a LIST gives the full state and a re
 WATCH continues from it; 410 Gone (an ERROR event or the HTTP status) means LIST again; a LIST also
 runs every `resync_seconds`. The watch is one streamed GET (`?watch=1`, chunked JSON lines) on a
 connection of its own, so the client's kept-alive connections stay free for other requests.
-`keep` trims each object to the fields its user reads, so the cache holds only those.
+`keep` trims each object to the fields its user reads, so the cache holds only those (default:
+without managedFields and kubectl's last-applied annotation, as runtime.watching). LISTs are paged
+(`page_size` items per request, one snapshot): the lean client refuses answers over 4 MiB, and only
+one page of raw JSON is held at a time.
 """
 
 import asyncio
@@ -20,12 +23,27 @@ from kubeserial_common.core.errors import ApiError, Gone, Unreachable, from_stat
 from kubeserial_common.core.resources import ResourceInfo
 from kubeserial_common.runtime.lean import LeanClient
 from kubeserial_common.runtime.logs import get_logger
+from kubeserial_common.runtime.tasks import run_together
 
 log = get_logger(__name__)
 
 ObjectKey = tuple[str, str]  # (namespace or "", name)
 Handler = Callable[[str, dict[str, Any]], None]
 MAX_EVENT = 4 * 1024 * 1024
+
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def without_bookkeeping(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without managedFields and kubectl's last-applied annotation (in place)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+        annotations = meta.get("annotations")
+        if isinstance(annotations, dict) and LAST_APPLIED in annotations:
+            del annotations[LAST_APPLIED]
+    return obj
 
 
 def object_key(obj: dict[str, Any]) -> ObjectKey:
@@ -133,7 +151,8 @@ class LeanInformer:
     name: str
     namespace: str | None = None
     label_selector: str | None = None
-    keep: Callable[[dict[str, Any]], dict[str, Any]] = lambda obj: obj
+    keep: Callable[[dict[str, Any]], dict[str, Any]] = without_bookkeeping
+    page_size: int = 250
     resync_seconds: float = 300.0
     watch_timeout_seconds: int = 60
     cache: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
@@ -141,10 +160,19 @@ class LeanInformer:
     relists: int = 0
 
     async def _list(self) -> str:
-        body = await self.client.list(
-            self.resource, namespace=self.namespace, label_selector=self.label_selector
-        )
-        fresh = {object_key(item): self.keep(item) for item in body.get("items", [])}
+        fresh: dict[ObjectKey, dict[str, Any]] = {}
+        params = {"limit": str(self.page_size)}
+        if self.label_selector:
+            params["labelSelector"] = self.label_selector
+        path = self.resource.path(namespace=self.namespace)
+        while True:
+            body = await self.client.request("GET", path, params=params)
+            for item in body.pop("items", None) or []:
+                fresh[object_key(item)] = self.keep(item)
+            token = body.get("metadata", {}).get("continue")
+            if not token:
+                break
+            params = {**params, "continue": str(token)}
         for key, old in list(self.cache.items()):
             if key not in fresh:
                 del self.cache[key]
@@ -207,3 +235,7 @@ class LeanInformer:
                 log.warning("watch failed", informer=self.name, status=exc.status, reason=exc.message)
             # Anything else is a bug: it ends run(), and the process runner stops the process.
             await asyncio.sleep(min(10.0, 0.2 * 2 ** min(failures, 6)))
+
+
+async def run_lean_informers(*informers: LeanInformer) -> None:
+    await run_together((inf.run() for inf in informers), name="informer")

@@ -22,26 +22,14 @@ from kubernetes_asyncio import watch
 
 from kubeserial_common.core.errors import ApiError, Gone, Unreachable
 from kubeserial_common.runtime.kube import read_json, translated
+from kubeserial_common.runtime.leanwatch import LAST_APPLIED as LAST_APPLIED
+from kubeserial_common.runtime.leanwatch import without_bookkeeping
 from kubeserial_common.runtime.tasks import run_together
 
 log = structlog.get_logger(__name__)
 
 ObjectKey = tuple[str, str]  # (namespace or "", name)
 Handler = Callable[[str, dict[str, Any]], None]
-
-
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-
-
-def without_bookkeeping(obj: dict[str, Any]) -> dict[str, Any]:
-    """The object without managedFields and kubectl's last-applied annotation (in place)."""
-    meta = obj.get("metadata")
-    if isinstance(meta, dict):
-        meta.pop("managedFields", None)
-        annotations = meta.get("annotations")
-        if isinstance(annotations, dict) and LAST_APPLIED in annotations:
-            del annotations[LAST_APPLIED]
-    return obj
 
 
 def object_key(obj: dict[str, Any]) -> ObjectKey:
