@@ -61,8 +61,8 @@ cluster-down: ## Stop the local control plane and delete its state.
 	$(PY) -m kubeserial_testing.controlplane down --dir $(CLUSTER_DIR)
 
 ##@ Images and kind
-images: dev ## Build the four service images in a local Docker engine (base image made locally).
-	./hack/images/build.sh
+images: dev ## Build the four service images for amd64 and arm64 in a local Docker engine (offline; arm64 under qemu).
+	KUBESERIAL_ARCHS="amd64 arm64" ./hack/images/build.sh
 
 e2e-kind: ## The e2e overlay on a kind cluster (needs Docker, kind and a kindest/node image).
 	./hack/e2e-kind.sh

@@ -2,6 +2,10 @@
 # Debian packages the tests need; installs only what is missing (idempotent, uses apt's cache).
 set -euo pipefail
 PACKAGES=(umockdev gir1.2-umockdev-1.0 python3-gi socat ser2net)
+# arm64 images (hack/images/binfmt.sh): qemu-aarch64 for builds and the arm64 image test, arch-test
+# for mmdebstrap --arch; no binfmt-support (binfmt.sh registers the one handler it needs, then
+# removes it).
+PACKAGES+=(qemu-user-static arch-test)
 # Real nodes for the end-to-end tests (libs/kubeserial_testing/nodes.py): one containerd per node,
 # runc, CNI bridge plugins, conntrack and iptables for kube-proxy, iproute2 for the network namespace,
 # util-linux (nsenter, unshare, mount), busybox-static for its local busybox image, curl for probes.
