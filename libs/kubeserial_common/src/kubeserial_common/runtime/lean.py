@@ -16,13 +16,10 @@ import base64
 import json
 import os
 import ssl
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
-
-import yaml
 
 from kubeserial_common.core.errors import ApiError as ApiError  # what every call here raises
 from kubeserial_common.core.errors import Unreachable, from_status
@@ -101,6 +98,8 @@ def load_endpoint(kubeconfig: str | None) -> Endpoint:
     if kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ and (SA_DIR / "token").exists():
         return in_cluster_endpoint(dict(os.environ))
     path = Path(kubeconfig or Path.home() / ".kube" / "config")
+    import yaml  # only for a kubeconfig file: in a pod (the gateway, once per device) it is not loaded
+
     return endpoint_from_kubeconfig(yaml.safe_load(path.read_text()) or {}, base_dir=path.parent)
 
 
@@ -213,7 +212,11 @@ class LeanClient:
 
     def _ssl_context(self) -> ssl.SSLContext:
         ep = self.endpoint
-        context = ssl.create_default_context(cafile=ep.ca_file, cadata=ep.ca_data)
+        if ep.insecure and not (ep.ca_file or ep.ca_data):
+            # Nothing is verified: do not parse the system's CA store (~1 MiB resident) for nothing.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        else:
+            context = ssl.create_default_context(cafile=ep.ca_file, cadata=ep.ca_data)
         if ep.insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -221,6 +224,8 @@ class LeanClient:
             context.load_cert_chain(ep.cert_file, ep.key_file)
         elif ep.cert_data and ep.key_data:
             # ssl only loads certificates from files: write them to a private temporary directory.
+            import tempfile  # rare (client certificates inline in a kubeconfig): imported when needed
+
             with tempfile.TemporaryDirectory() as tmp:
                 cert, key = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
                 cert.write_bytes(ep.cert_data)
