@@ -49,10 +49,10 @@ def test_cert_manager_overlay_renders_certificate_and_ca_injection() -> None:
     assert "cert-manager.io/inject-ca-from" in webhook["metadata"].get("annotations", {})
 
 
-def test_default_overlay_has_the_four_crds_and_a_serviceaccount_per_component() -> None:
+def test_default_overlay_has_the_five_crds_and_a_serviceaccount_per_component() -> None:
     docs = render("default")
     crds = {d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"}
-    assert len(crds) == 4
+    assert len(crds) == 5  # the seed's four kinds and SerialPort
     accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
     assert {
         "kubeserial-controller",

@@ -54,7 +54,7 @@ def test_controller_exits_when_its_informers_die(control_plane: ControlPlane, tm
 
 @pytest.mark.controlplane
 @pytest.mark.umockdev
-def test_monitor_exits_when_its_device_workers_die(control_plane: ControlPlane, tmp_path: Path) -> None:
+def test_monitor_exits_when_its_port_workers_die(control_plane: ControlPlane, tmp_path: Path) -> None:
     kubeconfig = apply_rbac(control_plane, "monitor")
     port, log_path = free_port(), tmp_path / "monitor.log"
     args = ["--node-name", "crash-node", *health_args(port)]
@@ -65,10 +65,10 @@ def test_monitor_exits_when_its_device_workers_die(control_plane: ControlPlane, 
             args,
             kubeconfig=kubeconfig,
             log_path=log_path,
-            env={**usb.env, **fault("device-workers")},
+            env={**usb.env, **fault("port-workers")},
         ) as proc,
     ):
-        assert_crashed(proc, log_path, runnable="device-workers", health_port=port)
+        assert_crashed(proc, log_path, runnable="port-workers", health_port=port)
 
 
 @pytest.mark.controlplane
