@@ -41,6 +41,9 @@ test-unit: venv ## Unit tests only (fast, no control plane).
 test-e2e: dev ## The end-to-end story only (tests/e2e).
 	$(PY) -m pytest tests/e2e -q -p no:cacheprovider
 
+test-real: dev ## The story as real pods on two real kubelets (tests/e2e/test_real_story.py).
+	$(PY) -m pytest tests/e2e/test_real_story.py -p no:cacheprovider -s
+
 bench: dev ## Run every benchmark; prints one table, writes bench/results/summary.json.
 	$(PY) bench/run.py
 
@@ -67,4 +70,4 @@ images: dev ## Build the four service images for amd64 and arm64 in a local Dock
 e2e-kind: ## The e2e overlay on a kind cluster (needs Docker, kind and a kindest/node image).
 	./hack/e2e-kind.sh
 
-.PHONY: help dev venv manifests lint fmt test test-unit test-e2e bench demo demo-hold cluster-up cluster-down images e2e-kind
+.PHONY: test-real help dev venv manifests lint fmt test test-unit test-e2e bench demo demo-hold cluster-up cluster-down images e2e-kind

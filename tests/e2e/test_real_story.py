@@ -31,7 +31,7 @@ from kubeserial_testing.ttyio import baud, read_exactly, read_until
 from kubeserial_testing.umockdev import UsbAdapter
 
 # Building the images (warm: seconds, cold: minutes) and the cluster are part of the module's setup.
-pytestmark = [pytest.mark.umockdev, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.umockdev, pytest.mark.real_story, pytest.mark.timeout(1500)]
 HOLD_SECONDS = 30.0
 
 SUFFIX = uuid.uuid4().hex[:4]

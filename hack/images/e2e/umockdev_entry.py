@@ -1,7 +1,7 @@
 """E2E-only entry point: run a KubeSerial command against the node's simulated USB adapters.
 
 Real nodes in the tests have no USB adapters; each has a umockdev testbed instead, made by the
-test harness under SIMULATED_USB_ROOT/<run>/<node>/umockdev.XXXXXX (host tmpfs, visible to the
+test harness under SIMULATED_USB_ROOT/<run>/<node>/umockdev.XXXXXX (in the host's /dev, visible to the
 monitor through a hostPath the harness adds, and to the gateway through the /dev it already
 mounts). This wrapper finds the testbed that belongs here, sets umockdev's preload on it and
 execs the real command. Without a testbed it execs the command unchanged (a real node).
@@ -14,7 +14,7 @@ import glob
 import os
 import sys
 
-SIMULATED_USB_ROOT = "/dev/shm/kubeserial-e2e-usb"
+SIMULATED_USB_ROOT = "/dev/kubeserial-e2e-usb"
 PRELOAD = "libumockdev-preload.so.0"
 COMMANDS = {
     "monitor": ["/opt/venv/bin/kubeserial-monitor.real"],

@@ -8,11 +8,13 @@ apiserver through its Service over TLS with the injector's self-managed certific
 
 What is simulated, and how it reaches the containers: each node has a umockdev testbed (the real
 libudev, real uevents over umockdev's socket stand-in for netlink) made under
-SIMULATED_USB_ROOT/<cluster>/<node> on the host's /dev/shm. The e2e images of the monitor and the
+SIMULATED_USB_ROOT/<cluster>/<node> in the host's /dev (a folder of its own: /dev/shm would not do,
+every pod gets a /dev/shm of its own even when it mounts the host's /dev). The e2e images of the
+monitor and the
 gateway add umockdev's preload library and an entry point that points it at the testbed that
 belongs to them (hack/images/e2e/umockdev_entry.py). The monitor DaemonSet gets one extra hostPath
 volume, the testbed's folder (this harness adds it: the shipped overlay does not know about test
-hardware); the gateway already mounts the host's /dev, which holds /dev/shm and /dev/pts. A
+hardware); the gateway already mounts the host's /dev, which holds the testbeds and /dev/pts. A
 simulated adapter's tty is a pty whose master the test holds: the test plays the device.
 Differences from a real adapter: no modem lines (a pty), no USB cgroup rule needed, and the
 testbed is shared through the host's filesystem rather than each node's own /sys and /dev.
@@ -36,7 +38,7 @@ from kubeserial_testing.umockdev import SimulatedUsb
 NAMESPACE = "kubeserial"
 E2E_OVERLAY = REPO_ROOT / "deploy" / "kustomize" / "overlays" / "e2e"
 E2E_IMAGES = REPO_ROOT / "hack" / "images" / "e2e.sh"
-SIMULATED_USB_ROOT = Path("/dev/shm/kubeserial-e2e-usb")  # hack/images/e2e/umockdev_entry.py
+SIMULATED_USB_ROOT = Path("/dev/kubeserial-e2e-usb")  # hack/images/e2e/umockdev_entry.py
 GATEWAY_HEALTH_PORT = 8080
 BRIDGE_HEALTH_PORT = 18217  # the first (only) device's bridge in a pod
 
@@ -196,43 +198,36 @@ class RealStack:
 
 
 class AppTty:
-    """An application inside a pod holding its tty open: `kubectl exec` of busybox sh + cat that
-    copies our stdin to the tty and the tty to our stdout, for as long as this object lives."""
+    """An application inside a pod holding its tty open, made of two `kubectl exec` of busybox:
+    one copies the tty to our stdout (it opens the tty first and sets it up), one copies our
+    stdin to the tty. (One shell with `cat <&3 & cat >&3` delivered nothing to the reader.)"""
 
     def __init__(
         self, stack: RealStack, *, namespace: str, pod: str, container: str, tty: str, stty: str
     ) -> None:
-        script = f"exec 3<>{tty}; stty -F {tty} {stty}; echo ready; cat <&3 & cat >&3"
+        exec_ = ["kubectl", f"--kubeconfig={stack.cluster.kubeconfig}", "exec", "-i", "-n", namespace, pod]
+        exec_ += ["-c", container, "--", "sh", "-c"]
+        reader = f"exec 3<>{tty}; stty -F {tty} {stty}; echo ready; exec cat <&3"
         self.proc = subprocess.Popen(
-            [
-                "kubectl",
-                f"--kubeconfig={stack.cluster.kubeconfig}",
-                "exec",
-                "-i",
-                "-n",
-                namespace,
-                pod,
-                "-c",
-                container,
-                "--",
-                "sh",
-                "-c",
-                script,
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            [*exec_, reader], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
+        self.writer: subprocess.Popen[bytes] | None = None
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if line != b"ready\n":
             self.close()
             raise AssertionError(f"the app could not open {tty}: {line!r} {self.stderr()}")
+        self.writer = subprocess.Popen(
+            [*exec_, f"exec cat > {tty}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     def write(self, data: bytes) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
+        assert self.writer is not None and self.writer.stdin is not None
+        self.writer.stdin.write(data)
+        self.writer.stdin.flush()
 
     def read_exactly(self, count: int) -> bytes:
         """Blocking; the caller bounds it (asyncio.wait_for around to_thread)."""
@@ -251,6 +246,8 @@ class AppTty:
         return self.proc.stderr.read().decode(errors="replace")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+        for proc in (self.writer, self.proc):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+            if proc is not None:
+                proc.wait()
