@@ -51,6 +51,9 @@ bench: dev ## Run every benchmark; prints one table, writes bench/results/summar
 demo: dev ## The main job: KubeSerial end to end on this machine (control plane, services, simulated device).
 	$(PY) -m kubeserial_testing.demo
 
+demo-real: dev ## The demo on two real kubelets with KubeSerial as real pods (experimental).
+	$(PY) -m kubeserial_testing.demo --real-nodes
+
 demo-hold: dev ## Like demo, but keeps everything running until Ctrl-C so you can explore.
 	$(PY) -m kubeserial_testing.demo --hold
 
@@ -70,4 +73,4 @@ images: dev ## Build the four service images for amd64 and arm64 in a local Dock
 e2e-kind: ## The e2e overlay on a kind cluster (needs Docker, kind and a kindest/node image).
 	./hack/e2e-kind.sh
 
-.PHONY: test-real help dev venv manifests lint fmt test test-unit test-e2e bench demo demo-hold cluster-up cluster-down images e2e-kind
+.PHONY: demo-real test-real help dev venv manifests lint fmt test test-unit test-e2e bench demo demo-hold cluster-up cluster-down images e2e-kind

@@ -194,18 +194,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold", action="store_true", help="keep everything running until Ctrl-C")
     parser.add_argument("--workdir", type=Path, help="where to keep state and logs (default: a temp dir)")
     parser.add_argument(
-        "--local",
+        "--real-nodes",
         action="store_true",
-        help="services as local processes on a stand-in kubelet instead of real nodes",
+        help="run on two real kubelets (make demo-real; experimental: the consumer's tty is not yet"
+        " proven on real nodes)",
     )
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubeserial-demo-"))
     print(f"state and logs: {workdir}")
-    reason = "--local was given" if args.local else demo_real.why_not_real_nodes()
-    if reason is None:
-        demo_real.run(workdir, hold=args.hold)
-        return 0
-    say(f"Not on real nodes ({reason}): services run as local processes, pods on a stand-in kubelet")
+    if args.real_nodes:
+        reason = demo_real.why_not_real_nodes()
+        if reason is None:
+            demo_real.run(workdir, hold=args.hold)
+            return 0
+        say(f"Not on real nodes ({reason}): services run as local processes, pods on a stand-in kubelet")
     asyncio.run(demo(workdir, hold=args.hold))
     return 0
 
