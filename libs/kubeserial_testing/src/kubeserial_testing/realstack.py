@@ -226,8 +226,14 @@ class AppTty:
 
     def write(self, data: bytes) -> None:
         assert self.writer is not None and self.writer.stdin is not None
-        self.writer.stdin.write(data)
-        self.writer.stdin.flush()
+        try:
+            self.writer.stdin.write(data)
+            self.writer.stdin.flush()
+        except BrokenPipeError:
+            assert self.writer.stderr is not None
+            raise AssertionError(
+                f"the app's writer exited {self.writer.wait()}: {self.writer.stderr.read().decode()}"
+            ) from None
 
     def read_exactly(self, count: int) -> bytes:
         """Blocking; the caller bounds it (asyncio.wait_for around to_thread)."""
