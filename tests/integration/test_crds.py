@@ -204,7 +204,7 @@ def test_unknown_condition_status_is_rejected(control_plane: ControlPlane) -> No
     assert result.returncode != 0 and "status.conditions[0].type" in result.stderr, result.stderr
 
 
-def test_kustomize_base_emits_the_four_crds() -> None:
+def test_kustomize_base_emits_the_five_crds() -> None:
     out = subprocess.run(
         ["kubectl", "kustomize", str(REPO_ROOT / "deploy" / "kustomize" / "base" / "crd")],
         check=True,
@@ -221,4 +221,5 @@ def test_kustomize_base_emits_the_four_crds() -> None:
         "managers.app.kubeserial.com",
         "managerschedulerequests.app.kubeserial.com",
         "serialdevices.app.kubeserial.com",
+        "serialports.app.kubeserial.com",
     ]
