@@ -177,16 +177,18 @@ class LocalStack:
                     self.processes[name] = self._spawn(name, argv, env)
 
     async def stop(self) -> None:
+        # Each step is bounded: a teardown that waits forever (seen once in CI after an unplug test,
+        # cause not found) must not hang the run; what timed out is printed.
         if self._supervisor is not None:
             self._supervisor.cancel()
         for kubelet in self.kubelets.values():
-            await kubelet.stop()
+            await _bounded(kubelet.stop(), f"stopping the stand-in kubelet of {kubelet.node}")
         for proc in self.processes.values():
             stop_process(proc)
         for usb in self.usb.values():
             usb.close()
         if self._api_context is not None:
-            await self._api_context.__aexit__(None, None, None)
+            await _bounded(self._api_context.__aexit__(None, None, None), "closing the API client")
 
     def _kubeconfig(self, component: str) -> Path:
         return self.plane.service_account_kubeconfig(
@@ -361,6 +363,13 @@ class LocalStack:
     def link_path(self, pod: str, device: str) -> Path:
         """Where the stand-in kubelet put the tty link of `pod`'s bridge for `device`."""
         return self.workdir / "links" / pod / device
+
+
+async def _bounded(step: Any, what: str, *, seconds: float = 60.0) -> None:
+    try:
+        await asyncio.wait_for(step, seconds)
+    except TimeoutError:
+        print(f"teardown: {what} took over {seconds}s; went on without it", file=sys.stderr)
 
 
 async def wait_async(predicate: Callable[[], Any], *, within: float = 30.0, message: str = "") -> Any:
