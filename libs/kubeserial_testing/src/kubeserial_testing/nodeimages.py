@@ -12,6 +12,7 @@ import os
 import subprocess
 import tarfile
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def write_docker_archive(
         config_bytes = json.dumps(config, sort_keys=True).encode()
         config_name = f"{hashlib.sha256(config_bytes).hexdigest()}.json"
         manifest = [{"Config": config_name, "RepoTags": [tag], "Layers": [f"{layer_digest}/layer.tar"]}]
-        partial = out.with_name(f"{out.name}.{os.getpid()}.partial")
+        partial = out.with_name(f"{out.name}.{os.getpid()}.{threading.get_ident()}.partial")
         with tarfile.open(partial, "w") as tar:
             for name, data in (("manifest.json", json.dumps(manifest).encode()), (config_name, config_bytes)):
                 info = tarfile.TarInfo(name)
@@ -129,7 +130,7 @@ def pause_binary() -> Path:
     out = CACHE_ROOT / "nodes" / "bin" / f"pause-{key}"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # two test runs may build it at once
+        tmp = out.with_name(f"{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # builds may race
         subprocess.run(
             ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(tmp), "."],
             cwd=source,
