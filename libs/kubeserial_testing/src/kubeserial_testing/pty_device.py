@@ -61,10 +61,12 @@ class PtyDevice:
 
     def unplug(self) -> None:
         self.stop_echo()
-        self.link.unlink(missing_ok=True)
+        # The kernel hangs the tty up first and udev removes the link after: in the other order a
+        # gateway's path check could see the link gone before the hangup (a flaky loss reason).
         if self.master >= 0:
             os.close(self.master)
             self.master = -1
+        self.link.unlink(missing_ok=True)
 
     # --- playing the device ------------------------------------------------------------------------
 
