@@ -33,19 +33,22 @@ def metric_value(port: int, name: str, **labels: str) -> float | None:
     return None
 
 
-def metric_total(port: int, name: str) -> float:
-    """The sum of every sample of a metric (all label sets). A labelled counter has no samples
-    until its first increment, so 0 is an answer only when the service declares the metric; a
-    metric the service does not export at all raises, so that a renamed metric fails the test."""
-    body = http_get(port, "/metrics")[1]
+def metric_sum(body: str, name: str) -> float:
+    """The sum of every sample of a metric (all label sets) in a /metrics body. A labelled counter
+    has no samples until its first increment, so 0 is an answer only when the metric is declared;
+    a metric not exported at all raises, so that a renamed metric fails the test."""
     if f"# TYPE {name.removesuffix('_total')} " not in body and f"# TYPE {name} " not in body:
-        raise AssertionError(f"metric {name} is not exported on port {port}")
-    total = 0.0
-    for line in body.splitlines():
-        sample = line.split("{", 1)[0].split(" ", 1)[0]
-        if sample == name:
-            total += float(line.split()[-1])
-    return total
+        raise AssertionError(f"metric {name} is not exported")
+    return sum(
+        float(line.split()[-1])
+        for line in body.splitlines()
+        if line.split("{", 1)[0].split(" ", 1)[0] == name
+    )
+
+
+def metric_total(port: int, name: str) -> float:
+    """metric_sum of a loopback service's /metrics."""
+    return metric_sum(http_get(port, "/metrics")[1], name)
 
 
 @dataclass

@@ -33,6 +33,7 @@ from kubeserial_common import constants as c
 from kubeserial_common.conditions import condition_status
 from kubeserial_testing.controlplane import REPO_ROOT
 from kubeserial_testing.nodes import RealCluster
+from kubeserial_testing.probes import metric_sum
 from kubeserial_testing.umockdev import SimulatedUsb
 
 NAMESPACE = "kubeserial"
@@ -58,17 +59,6 @@ def wait_until(predicate: Callable[[], Any], *, within: float, message: str, int
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {message}; last value {value!r}")
         time.sleep(interval)
-
-
-def parse_metrics(text: str, name: str) -> float:
-    """The sum of a metric's samples; AssertionError when the metric is not exported at all."""
-    if f"# TYPE {name.removesuffix('_total')} " not in text and f"# TYPE {name} " not in text:
-        raise AssertionError(f"metric {name} is not exported")
-    return sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.split("{", 1)[0].split(" ", 1)[0] == name
-    )
 
 
 @dataclass
@@ -186,12 +176,10 @@ class RealStack:
     def gateway_metric(self, device: str, name: str) -> float:
         pods = self.gateway_pods(device)
         assert len(pods) == 1, f"expected one running gateway for {device}, found {len(pods)}"
-        return parse_metrics(
-            self.pod_metrics(NAMESPACE, pods[0]["metadata"]["name"], GATEWAY_HEALTH_PORT), name
-        )
+        return metric_sum(self.pod_metrics(NAMESPACE, pods[0]["metadata"]["name"], GATEWAY_HEALTH_PORT), name)
 
     def bridge_metric(self, namespace: str, pod: str, name: str) -> float:
-        return parse_metrics(self.pod_metrics(namespace, pod, BRIDGE_HEALTH_PORT), name)
+        return metric_sum(self.pod_metrics(namespace, pod, BRIDGE_HEALTH_PORT), name)
 
     def diagnostics(self) -> str:
         return "\n".join(self.cluster.diagnostics(ns) for ns in (NAMESPACE, "apps"))
