@@ -62,6 +62,9 @@ _TIOCM_TO_MODEM: Final = (
 )
 # Errors that mean "this tty has no modem lines" (a pty, some USB CDC devices), not "device gone".
 _NO_MODEM_LINES: Final = (errno.ENOTTY, errno.EINVAL)
+# TIOCEXCL refused because the fd is not a tty the kernel manages (umockdev's emulated node answers
+# ioctls itself): the device stays usable, only without the kernel's exclusive mode.
+_NO_EXCLUSIVE_MODE: Final = (errno.ENOTTY, errno.EINVAL)
 # What pyserial raises for a setting the port cannot take. OverflowError: SET-BAUDRATE carries 32
 # bits, the kernel's custom-speed field is a signed int.
 _SETTING_ERRORS: Final = (OSError, ValueError, OverflowError, serial.SerialException, termios.error)
@@ -98,6 +101,24 @@ def same_device(opened: DeviceIdentity, now: DeviceIdentity) -> bool:
     return opened == now
 
 
+def set_exclusive(fd: int, path: str) -> bool:
+    """TIOCEXCL on an open tty: from now on open(2) of it fails with EBUSY for every other process
+    without CAP_SYS_ADMIN, until TIOCNXCL or the last close. False when the fd refuses it (not a
+    kernel tty); any other error is raised."""
+    try:
+        fcntl.ioctl(fd, termios.TIOCEXCL)
+    except OSError as exc:
+        if exc.errno not in _NO_EXCLUSIVE_MODE:
+            raise
+        log.warning(
+            "the device refused exclusive mode (TIOCEXCL): other processes can open it too",
+            device=path,
+            error=repr(exc),
+        )
+        return False
+    return True
+
+
 def modem_state_from_tiocm(bits: int) -> int:
     """TIOCMGET bits -> RFC 2217 modem state (line bits only, no deltas)."""
     state = 0
@@ -121,6 +142,7 @@ class DevicePort:
         self.on_lost: Callable[[str, str], None] | None = None  # (category, detail)
         self.sink: DeviceSink | None = None
         self._serial: serial.Serial | None = None
+        self.exclusive = False  # TIOCEXCL is set on the open tty
         self._fd = -1
         self._identity: DeviceIdentity | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -141,10 +163,14 @@ class DevicePort:
         port = serial.Serial()
         port.port = self.path
         port.timeout = 0
-        port.exclusive = True  # a second opener (another gateway, a stray tool) fails instead of interleaving
+        # pyserial's exclusive is an advisory flock: it stops only openers that flock too. TIOCEXCL
+        # (below) is the kernel's: any later open(2) fails with EBUSY, whoever does it, except a
+        # process with CAP_SYS_ADMIN.
+        port.exclusive = True
         self._configure(port, self.defaults)
         identity = identity_of(self.path)
         port.open()
+        self.exclusive = set_exclusive(port.fileno(), self.path)
         self._identity = identity
         self._loop = asyncio.get_running_loop()
         self._serial = port
@@ -188,6 +214,12 @@ class DevicePort:
             self._writer.close()
             self._writer = None
         self._reading = False
+        if self.exclusive:
+            # The flag belongs to the tty, not to our fd: a pty keeps its tty (and the flag) while
+            # its master lives, so clear it rather than leave the next opener EBUSY.
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(self._fd, termios.TIOCNXCL)
+            self.exclusive = False
         try:
             port.close()
         except (OSError, serial.SerialException) as exc:
