@@ -5,6 +5,7 @@
         service_process(..., env=usb.env)   # the process under test sees the testbed's sysfs/udev
         usb.plug(adapter)                   # `add` uevents, as from the kernel + udev
         usb.unplug(adapter)                 # `remove` uevents, tty first
+        usb.record_modem_lines(adapter)     # (before the program opens the tty) DTR/RTS at the device
 
 The testbed lives in a driver process (umockdev_driver.py, Debian's Python with GI, under the
 preload). Processes started with `env` (LD_PRELOAD + UMOCKDEV_DIR) enumerate its devices with
@@ -13,9 +14,11 @@ libudev/pyudev and receive its uevents over their netlink sockets.
 
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
+import termios
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -47,6 +50,56 @@ class UsbAdapter:
     @property
     def by_path(self) -> str:
         return f"/dev/serial/by-path/pci-0000:00:14.0-usb-0:{self.port}:1.0-port0"
+
+
+@dataclass(frozen=True)
+class ModemLineEvent:
+    """One modem-line ioctl a program made on a simulated tty, and DTR/RTS after it."""
+
+    request: str  # TIOCMGET, TIOCMSET, TIOCMBIS or TIOCMBIC
+    bits: int  # the argument (TIOCMGET: what the device answered)
+    dtr: bool
+    rts: bool
+
+    @classmethod
+    def parse(cls, line: str) -> "ModemLineEvent":
+        request, bits, dtr, rts = line.split()
+        return cls(request, int(bits, 0), dtr == "dtr=1", rts == "rts=1")
+
+
+class ModemLineRecorder:
+    """What reaches the device's modem lines: every TIOCMGET/TIOCMSET/TIOCMBIS/TIOCMBIC on its tty
+    (see umockdev_driver.py). The kernel's own raise of DTR/RTS on open and drop on last close
+    (HUPCL) happen below the ioctls and are not seen."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self._connection = connection
+        self._buffer = b""
+        self._events: list[ModemLineEvent] = []
+
+    def events(self) -> list[ModemLineEvent]:
+        """Every event so far (reads what arrived without waiting)."""
+        while select.select([self._connection], [], [], 0)[0]:
+            chunk = self._connection.recv(65536)
+            if not chunk:
+                break
+            self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        self._events += [ModemLineEvent.parse(line.decode()) for line in lines]
+        return list(self._events)
+
+    def lines(self) -> list[tuple[bool, bool]]:
+        """(DTR, RTS) after each change the device saw, in order (requests that changed nothing,
+        and reads, left out)."""
+        states: list[tuple[bool, bool]] = []
+        for event in self.events():
+            state = (event.dtr, event.rts)
+            if event.request != "TIOCMGET" and (not states or states[-1] != state):
+                states.append(state)
+        return states
+
+    def close(self) -> None:
+        self._connection.close()
 
 
 def tty_number(tty: str) -> int:
@@ -87,6 +140,7 @@ class SimulatedUsb:
         self._next_tty = 0
         self.plugged: dict[UsbAdapter, str] = {}  # adapter -> its devnode (/dev/ttyUSBn)
         self._device_sides: dict[UsbAdapter, list[int]] = {}
+        self._recorders: list[ModemLineRecorder] = []
 
     def __enter__(self) -> "SimulatedUsb":
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -200,7 +254,39 @@ class SimulatedUsb:
         self._device_sides.setdefault(adapter, []).append(fds[0])
         return fds[0]
 
+    def record_modem_lines(self, adapter: UsbAdapter) -> ModemLineRecorder:
+        """Give the plugged adapter's tty modem lines and record what programs do to them. Only
+        opens of the tty after this call are seen (umockdev routes a process's ioctls when it opens
+        the node)."""
+        devnode = self.plugged[adapter]
+        path = self.workdir / f"modem-{self._key(adapter)}.sock"
+        path.unlink(missing_ok=True)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(str(path))
+            listener.listen(1)
+            listener.settimeout(10)
+            self._command(f"modem {devnode} {path}")  # the driver connects before it answers
+            connection, _ = listener.accept()
+        recorder = ModemLineRecorder(connection)
+        self._recorders.append(recorder)
+        return recorder
+
+    def set_modem_inputs(
+        self, adapter: UsbAdapter, *, cts: bool = False, dsr: bool = False, cd: bool = False, ri: bool = False
+    ) -> None:
+        """The input lines the device drives, as TIOCMGET reports them (after record_modem_lines)."""
+        bits = (
+            (termios.TIOCM_CTS if cts else 0)
+            | (termios.TIOCM_DSR if dsr else 0)
+            | (termios.TIOCM_CAR if cd else 0)
+            | (termios.TIOCM_RNG if ri else 0)
+        )
+        self._command(f"inputs {self.plugged[adapter]} {bits:#x}")
+
     def close(self) -> None:
+        for recorder in self._recorders:
+            recorder.close()
+        self._recorders.clear()
         for fds in self._device_sides.values():
             for fd in fds:
                 os.close(fd)
