@@ -65,6 +65,8 @@ def gateway(device: Device, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         # pyserial raises both lines when it opens the port (DTR, then RTS), as the kernel does for
         # a real tty
         device.wait_lines(0, [(True, False), UP], "the gateway's open raised DTR and RTS")
+        # Other ioctls reach the pty: TIOCEXCL took (umockdev's default handler answers ENOTTY).
+        assert "refused exclusive mode" not in gw.log()
         yield gw
         # The recorder answered every ioctl; nothing made the gateway give up the device.
         assert gw.metric("kubeserial_gateway_device_losses_total", category="io_error") == 0

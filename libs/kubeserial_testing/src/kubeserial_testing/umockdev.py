@@ -4,8 +4,8 @@
         adapter = UsbAdapter(serial="A50285BI")
         service_process(..., env=usb.env)   # the process under test sees the testbed's sysfs/udev
         usb.plug(adapter)                   # `add` uevents, as from the kernel + udev
+        usb.record_modem_lines(adapter)     # optional, before the tty is opened: DTR/RTS at the device
         usb.unplug(adapter)                 # `remove` uevents, tty first
-        usb.record_modem_lines(adapter)     # (before the program opens the tty) DTR/RTS at the device
 
 The testbed lives in a driver process (umockdev_driver.py, Debian's Python with GI, under the
 preload). Processes started with `env` (LD_PRELOAD + UMOCKDEV_DIR) enumerate its devices with
