@@ -94,6 +94,8 @@ class ControlPlane:
     address: str = "127.0.0.1"
     cgroup: str | None = None
     node_monitor_grace_period: str = "16s"
+    # Extra kube-apiserver flags (e.g. --watch-cache-sizes for a test that needs etcd's own 410 Gone).
+    apiserver_args: tuple[str, ...] = ()
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
 
@@ -242,6 +244,7 @@ class ControlPlane:
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",
+                *self.apiserver_args,
             ],
             detach=detach,
         )

@@ -158,6 +158,8 @@ class LeanInformer:
     cache: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     relists: int = 0
+    expired: int = 0  # watches that ended in 410 Gone (each followed at once by a LIST, no backoff)
+    backoffs: int = 0  # sleeps before retrying after any other failure
 
     async def _list(self) -> str:
         fresh: dict[ObjectKey, dict[str, Any]] = {}
@@ -225,6 +227,7 @@ class LeanInformer:
                 failures = 0
                 await self._watch_until_resync(resource_version)
             except Gone:
+                self.expired += 1
                 log.info("watch expired; listing again", informer=self.name)
                 continue
             except Unreachable as exc:
@@ -234,6 +237,7 @@ class LeanInformer:
                 failures += 1
                 log.warning("watch failed", informer=self.name, status=exc.status, reason=exc.message)
             # Anything else is a bug: it ends run(), and the process runner stops the process.
+            self.backoffs += 1
             await asyncio.sleep(min(10.0, 0.2 * 2 ** min(failures, 6)))
 
 
