@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubeserial_common.core import gatewayargs as ga
 from kubeserial_gateway.rfc2217 import Cmd, Rfc2217Client
 from kubeserial_gateway.telnet import Data
 from kubeserial_testing.controlplane import free_port
@@ -303,6 +304,7 @@ def gateway_process(
     raw, rfc, health = free_port(), free_port(), free_port()
     with echo_device(workdir, f"gw-{raw}") as device:
         cmd = [sys.executable, "-m", "kubeserial_gateway", "serve", "--device", str(device.link)]
+        cmd.append(ga.TEST_ALLOW_ANY_TTY)  # the echo device is a pty, no USB tty
         cmd += ["--raw-port", str(raw), "--rfc2217-port", str(rfc), "--health-port", str(health)]
         cmd += ["--log-format", "json", "--log-level", "error", "--event-loop", event_loop]
         if args.with_status:

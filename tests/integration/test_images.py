@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kubeserial_common.core import gatewayargs as ga
 from kubeserial_testing import pki
 from kubeserial_testing.controlplane import ControlPlane, free_port
 from kubeserial_testing.docker import (
@@ -122,7 +123,7 @@ def test_gateway_serves_a_pty_in_a_container(docker: Docker, images: BuiltImages
     master, slave = os.openpty()
     raw_port = free_port()
     serve = ["serve", "--device", "/dev/ttyUSB0", "--raw-port", str(raw_port)]
-    serve += ["--rfc2217-port", str(free_port())]
+    serve += ["--rfc2217-port", str(free_port()), ga.TEST_ALLOW_ANY_TTY]  # a pty is no USB tty
     try:
         with (
             healthy_service(

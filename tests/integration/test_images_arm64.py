@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kubeserial_common.core import gatewayargs as ga
 from kubeserial_testing import pki
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
 from kubeserial_testing.docker import (
@@ -132,6 +133,7 @@ def test_gateway_arm64_serves_a_pty(docker: Docker, images: BuiltImages, tmp_pat
         str(raw_port),
         "--rfc2217-port",
         str(free_port()),
+        ga.TEST_ALLOW_ANY_TTY,  # a pty is no USB tty
     ]
     try:
         with (

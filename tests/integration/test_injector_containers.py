@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from kubeserial_common.core import gatewayargs as ga
 from kubeserial_common.core.podspec import (
     LINKS_VOLUME,
     BridgeSettings,
@@ -142,6 +143,7 @@ def test_app_without_python_or_socat_uses_the_injected_tty(
     rfc2217_port, gateway_health = free_port(), free_port()
     gateway_args = ["serve", "--device", "/dev/ttyUSB0", "--raw-port", str(free_port())]
     gateway_args += ["--rfc2217-port", str(rfc2217_port), "--health-port", str(gateway_health)]
+    gateway_args.append(ga.TEST_ALLOW_ANY_TTY)  # the device is a pty, no USB tty
     try:
         with (
             running_container(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from kubeserial_common.core import gatewayargs as ga
 from kubeserial_common.runtime.runner import FAULT_AFTER_ENV, FAULT_ENV
 from kubeserial_testing import pki
 from kubeserial_testing.controlplane import ControlPlane, free_port
@@ -92,6 +93,7 @@ def test_gateway_exits_when_its_device_loop_dies(tmp_path: Path) -> None:
     port, log_path = free_port(), tmp_path / "gateway.log"
     args = ["serve", "--device", str(tmp_path / "no-such-tty"), "--listen-host", "127.0.0.1"]
     args += ["--raw-port", str(free_port()), "--rfc2217-port", str(free_port()), *health_args(port)]
+    args.append(ga.TEST_ALLOW_ANY_TTY)  # the path is no USB device path: get past the shape check
     with service_process(
         "kubeserial_gateway",
         args,

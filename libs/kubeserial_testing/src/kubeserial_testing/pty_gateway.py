@@ -11,6 +11,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from kubeserial_common.core import gatewayargs as ga
 from kubeserial_testing.controlplane import free_port
 from kubeserial_testing.services import service_process, wait_for
 
@@ -82,14 +83,22 @@ def run_gateway(
     args: list[str] | None = None,
     ports: tuple[int, int, int] | None = None,
     wait_ready: bool = True,
+    any_tty: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Gateway]:
-    """`serve --device device ...` on free ports (or `ports`: raw, rfc2217, health)."""
+    """`serve --device device ...` on free ports (or `ports`: raw, rfc2217, health). `any_tty`: the
+    device is a pty (PtyDevice), which the gateway serves only with its test-only switch."""
     raw, rfc2217, health = ports or (free_port(), free_port(), free_port())
     argv = ["serve", "--device", str(device), "--raw-port", str(raw), "--rfc2217-port", str(rfc2217)]
+    argv += [ga.TEST_ALLOW_ANY_TTY] if any_tty else []
     argv += ["--health-port", str(health), "--listen-host", "127.0.0.1", *(args or [])]
     # Without --device-name the kubeconfig is never read; service_process wants one all the same.
     with service_process(
-        MODULE, argv, kubeconfig=kubeconfig or log_path.with_suffix(".unused-kubeconfig"), log_path=log_path
+        MODULE,
+        argv,
+        kubeconfig=kubeconfig or log_path.with_suffix(".unused-kubeconfig"),
+        log_path=log_path,
+        env=env,
     ) as proc:
         gateway = Gateway(proc, health, log_path, raw, rfc2217)
         if wait_ready:

@@ -126,6 +126,21 @@ def adapter_description(adapter: UsbAdapter, *, tty: str, fixture: str | None = 
     )
 
 
+# A PC's first 8250 UART as sysfs shows it: the tty and its platform parent, no USB anywhere.
+MAINBOARD_UART = """P: /devices/platform/serial8250/tty/ttyS0
+N: ttyS0
+E: DEVNAME=/dev/ttyS0
+E: MAJOR=4
+E: MINOR=64
+E: SUBSYSTEM=tty
+A: dev=4:64
+
+P: /devices/platform/serial8250
+E: DRIVER=serial8250
+E: SUBSYSTEM=platform
+"""
+
+
 class SimulatedUsb:
     """A umockdev testbed in a driver process; plug/unplug adapters; `env` for processes under test."""
 
@@ -209,6 +224,23 @@ class SimulatedUsb:
             self._open_up()
             os.chmod(os.path.realpath(Path(self.root_dir) / self.plugged[adapter].removeprefix("/")), 0o666)
         return self.plugged[adapter]
+
+    def add_mainboard_uart(self) -> str:
+        """Add the node's 8250 UART, /dev/ttyS0 (char 4:64, a platform device: no USB parent), as
+        every PC has; returns its devnode. Tests point paths at it to see them refused."""
+        description = self.workdir / "mainboard-uart.umockdev"
+        description.write_text(MAINBOARD_UART, encoding="utf-8")
+        words = self._command(f"plug mainboard-uart {description}")
+        return words[0] if words else "/dev/ttyS0"
+
+    def alias_node(self, name: str, *, of: str) -> str:
+        """/dev/<name> as a second node for the device behind /dev/<of>, as `mknod /dev/<name> c
+        <major> <minor>` by someone who can write the node's /dev would make it; returns its path.
+        (umockdev answers stat() of a /dev path from dev/.node/<name>; the pty behind `of` is shared.)"""
+        root = Path(self.root_dir)
+        os.symlink(os.readlink(root / "dev" / of), root / "dev" / name)
+        os.symlink(os.readlink(root / "dev" / ".node" / of), root / "dev" / ".node" / name)
+        return f"/dev/{name}"
 
     def unplug(self, adapter: UsbAdapter, *, announce: bool = True) -> None:
         """Remove the adapter; `announce=False` sends no uevent (a lost event: only a rescan sees it)."""

@@ -24,6 +24,7 @@ from pathlib import Path
 from kubeserial_common.core import gatewayargs as ga
 from kubeserial_common.core.cli import add_common_arguments
 from kubeserial_common.core.constants import DEFAULT_BAUD_RATE, RAW_PORT, RFC2217_PORT
+from kubeserial_common.core.devicepaths import device_path_problem
 from kubeserial_common.core.gatewayargs import (
     parse_gateway_url as parse_gateway_url,  # the bridge --url contract
 )
@@ -54,7 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a serial device: raw TCP (socket://) and RFC 2217 (rfc2217://), one session at a "
         "time. Keeps running when the device goes away and reopens it when it comes back.",
     )
-    serve.add_argument(ga.DEVICE, required=True, help="path of the serial device, e.g. /dev/serial/by-id/...")
+    serve.add_argument(
+        ga.DEVICE,
+        required=True,
+        help="path of a USB serial device of this node: /dev/serial/by-id/..., /dev/serial/by-path/...,"
+        " /dev/ttyUSB<n> or /dev/ttyACM<n>; anything that is not a USB serial tty in sysfs is refused",
+    )
+    serve.add_argument(
+        ga.TEST_ALLOW_ANY_TTY,
+        action="store_true",
+        help="TESTS ONLY: serve any tty (e.g. a pty) without the USB check; never set in a cluster",
+    )
     serve.add_argument(
         ga.DEVICE_NAME,
         help="SerialDevice whose Free condition this gateway maintains (needs get serialdevices and "
@@ -130,10 +141,22 @@ async def serve(args: argparse.Namespace) -> int:
     from kubeserial_gateway.device import DevicePort
     from kubeserial_gateway.rfc2217 import SerialSettings
     from kubeserial_gateway.server import Gateway, GatewayOptions
+    from kubeserial_gateway.usbtty import FIELD, check_usb_tty
 
+    admit = None
+    if args.test_allow_any_tty:
+        log.warning(f"{ga.TEST_ALLOW_ANY_TTY}: serving a tty without checking that it is a USB serial device")
+    else:
+        problem = device_path_problem(args.device, field=FIELD)
+        if problem:
+            log.error("refusing to serve the device", error=problem)
+            return 2
+        admit = check_usb_tty
     registry = Registry()
     metrics = GatewayMetrics(registry)
-    device = DevicePort(args.device, defaults=SerialSettings(baud_rate=args.baud_rate), metrics=metrics)
+    device = DevicePort(
+        args.device, defaults=SerialSettings(baud_rate=args.baud_rate), metrics=metrics, admit=admit
+    )
     writer = None
     if args.device_name:
         # Imported only when needed: the API client and YAML add memory a plain gateway does not need.

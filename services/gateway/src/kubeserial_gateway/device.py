@@ -135,8 +135,11 @@ class DevicePort:
         *,
         defaults: SerialSettings,
         metrics: GatewayMetrics,
+        admit: Callable[[str], None] | None = None,
     ) -> None:
         self.path = path
+        # Called with the path before every open; raises to refuse it (usbtty.check_usb_tty).
+        self.admit = admit
         self.defaults = defaults
         self.metrics = metrics
         self.on_lost: Callable[[str, str], None] | None = None  # (category, detail)
@@ -160,6 +163,8 @@ class DevicePort:
 
     def open(self) -> None:
         """Open and configure with the defaults; raises OSError/SerialException when it cannot."""
+        if self.admit is not None:
+            self.admit(self.path)
         port = serial.Serial()
         port.port = self.path
         port.timeout = 0

@@ -28,6 +28,7 @@ from kubeserial_gateway.rfc2217 import (
 )
 from kubeserial_gateway.sessions import Verdict, admission, describe_peer
 from kubeserial_gateway.telnet import Data, ProtocolError
+from kubeserial_gateway.usbtty import NotUsbSerialTty
 
 log = get_logger(__name__)
 
@@ -333,7 +334,10 @@ class Gateway:
                 self.device.open()
             except Exception as exc:  # OSError, SerialException, termios.error: all mean "not now"
                 failures += 1
-                if failures == 1:
+                if failures == 1 and isinstance(exc, NotUsbSerialTty):
+                    # Checked again at every retry: a by-id link may come to name a real adapter.
+                    log.error("refusing to serve the device", device=self.device.path, error=str(exc))
+                elif failures == 1:
                     log.warning("cannot open the device; retrying", device=self.device.path, error=repr(exc))
                 await asyncio.sleep(REOPEN_BACKOFF.delay(failures))
                 continue

@@ -5,11 +5,13 @@ decisions here never touch sysfs or the apiserver. Matching SerialDevices to por
 controller's (kubeserial_common.core.binding); the monitor knows nothing of SerialDevices.
 """
 
+import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kubeserial_common.core.devicepaths import is_usb_tty_name
 from kubeserial_common.core.serialports import port_name, port_object
 
 BY_ID_PREFIX = "/dev/serial/by-id/"
@@ -103,8 +105,12 @@ def usb_tty(
     """Build a UsbTty from the tty's udev properties and its usb_device parent's sysfs attributes.
 
     The parent's attributes are authoritative; udev's ID_* properties on the tty are the fallback
-    (e.g. when sysfs of the parent is not readable). Not a USB tty, or no device node -> None.
+    (e.g. when sysfs of the parent is not readable). Not a USB tty, or no device node -> None; so is
+    a tty whose name is none of the USB serial drivers' (kubeserial_common.core.devicepaths), which
+    the SerialPort CRD and the gateway would refuse anyway.
     """
+    if not devnode or not is_usb_tty_name(posixpath.basename(devnode)):
+        return None
     vendor = normalize_usb_id(usb_attributes.get("idVendor")) or normalize_usb_id(
         properties.get("ID_VENDOR_ID")
     )

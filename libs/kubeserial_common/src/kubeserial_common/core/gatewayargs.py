@@ -16,6 +16,9 @@ BRIDGE: Final = "bridge"
 DEVICE: Final = "--device"
 DEVICE_NAME: Final = "--device-name"
 BAUD_RATE: Final = "--baud-rate"
+# Tests only: serve a tty that is not a USB serial adapter (a pty). No producer here ever emits it
+# (ServeArgs has no field for it) and the shipped manifests never set it; a test checks both.
+TEST_ALLOW_ANY_TTY: Final = "--test-allow-any-tty"
 # bridge
 URL: Final = "--url"
 LINK: Final = "--link"

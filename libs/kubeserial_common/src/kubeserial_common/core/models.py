@@ -6,13 +6,13 @@ Field names and shapes follow the original KubeSerial (Go) contract; additions a
 """
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from kubeserial_common.core import constants as c
-from kubeserial_common.core import resources
+from kubeserial_common.core import devicepaths, resources
 from kubeserial_common.core.names import DEVICE_NAME as DEVICE_NAME
 from kubeserial_common.core.names import DEVICE_NAME_MAX as DEVICE_NAME_MAX
 
@@ -25,6 +25,27 @@ CONFIG_PATH = r"^(/([^./][^/]*|[.][^./][^/]*|[.][.][^/]+))*/[.]?[-_a-zA-Z0-9][-.
 CONFIG_PATH_MAX = 1024
 # KubeSerial.spec.ingress.domain: Ingress hosts are <device>.<domain> (a leading dot is dropped).
 INGRESS_DOMAIN = r"^[.]?[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+def _device_path(value: str) -> str:
+    problem = devicepaths.device_path_problem(value, field="devicePath")
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _devnode(value: str) -> str:
+    problem = devicepaths.devnode_problem(value, field="devnode")
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+# USB serial device paths (kubeserial_common.core.devicepaths): checked here for Python callers and
+# by the CRDs' CEL rules (`cel_rules` below) for the apiserver, with messages that name the field.
+DevicePath = Annotated[str, AfterValidator(_device_path)]
+Devnode = Annotated[str, AfterValidator(_devnode)]
+_DEVICE_PATH_MESSAGE = f"must be a USB serial device path: {devicepaths.ALLOWED}"
 
 ConditionType = Literal["Ready", "Available", "Free"]
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -93,8 +114,10 @@ class SerialDeviceStatus(Model):
         default_factory=list, json_schema_extra=_CONDITIONS_SCHEMA, description="Ready, Available, Free."
     )
     node_name: str | None = Field(default=None, description="Node the device is plugged into.")
-    device_path: str | None = Field(
-        default=None, description="Path of the device on that node (/dev/serial/by-id/... when known)."
+    device_path: DevicePath | None = Field(
+        default=None,
+        max_length=devicepaths.DEVICE_PATH_MAX,
+        description="Path of the device on that node (/dev/serial/by-id/... when known).",
     )
     port: str | None = Field(
         default=None, max_length=253, description="The SerialPort this device is bound to (the controller)."
@@ -216,6 +239,12 @@ class SerialDevice(Resource):
             "message": f"metadata.name must be a DNS-1123 label of at most {DEVICE_NAME_MAX} characters"
             " starting with a letter",
         },
+        devicepaths.cel_rule(
+            "status.devicePath",
+            devicepaths.DEVICE_PATH,
+            guards=("status", "status.devicePath"),
+            message=f"status.devicePath {_DEVICE_PATH_MESSAGE}",
+        ),
     )
 
     spec: SerialDeviceSpec
@@ -296,17 +325,18 @@ class SerialPortSpec(Model):
     product: str | None = Field(default=None, max_length=256, description="USB product string (the model).")
     by_id_path: str | None = Field(
         default=None,
-        max_length=4096,
-        pattern=r"^/dev/serial/by-id/[^/]+$",
+        max_length=devicepaths.DEVICE_PATH_MAX,
+        pattern=devicepaths.BY_ID,
         description="/dev/serial/by-id link.",
     )
-    devnode: str = Field(
-        max_length=4096, pattern=r"^/dev/[^.]", description="Device node, e.g. /dev/ttyUSB0."
+    devnode: Devnode = Field(
+        max_length=devicepaths.DEVICE_PATH_MAX,
+        description="Device node of the USB serial tty, e.g. /dev/ttyUSB0 or /dev/ttyACM0.",
     )
-    device_path: str = Field(
-        max_length=4096,
-        pattern=r"^/dev/[^.]",
-        description="The stable path a gateway opens: the by-id link, else by-path, else the devnode.",
+    device_path: DevicePath = Field(
+        max_length=devicepaths.DEVICE_PATH_MAX,
+        description="The stable path a gateway opens: the by-id link, else by-path, else the devnode"
+        f" ({devicepaths.ALLOWED}).",
     )
 
 
@@ -335,6 +365,17 @@ class SerialPort(Resource):
         {"name": "Serial", "type": "string", "jsonPath": ".spec.serialNumber"},
         {"name": "Model", "type": "string", "jsonPath": ".spec.product"},
         {"name": "Device", "type": "string", "jsonPath": ".status.device"},
+    )
+    cel_rules = (
+        devicepaths.cel_rule(
+            "spec.devicePath", devicepaths.DEVICE_PATH, message=f"spec.devicePath {_DEVICE_PATH_MESSAGE}"
+        ),
+        devicepaths.cel_rule(
+            "spec.devnode",
+            devicepaths.DEVNODE,
+            message="spec.devnode must be the device node of a USB serial tty: /dev/ttyUSB<n>,"
+            " /dev/ttyACM<n> (or /dev/ttyCH341USB<n>, /dev/ttyCH343USB<n>, /dev/ttyXRUSB<n>)",
+        ),
     )
 
     spec: SerialPortSpec
