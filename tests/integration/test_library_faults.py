@@ -18,6 +18,7 @@ from kubeserial_common.core import constants as c
 from kubeserial_common.core.conditions import ConditionUpdate
 from kubeserial_common.core.status import conditions_patch, write_status
 from kubeserial_common.runtime.kube import CustomObjects, api_client
+from kubeserial_common.runtime.lean import LeanClient, lean_client
 from kubeserial_common.runtime.leases import LeaseHolder, parse_time
 from kubeserial_common.runtime.watching import Informer, object_key
 from kubeserial_testing.controlplane import ControlPlane, free_port
@@ -160,7 +161,12 @@ async def test_conflicting_claims_have_exactly_one_winner(plane: ControlPlane, a
     assert [cond["type"] for cond in final["status"]["conditions"]] == [c.AVAILABLE]
 
 
-async def test_leader_fails_over_after_lease_duration(plane: ControlPlane, api: client.ApiClient) -> None:
+async def test_leader_fails_over_after_lease_duration(plane: ControlPlane) -> None:
+    async with lean_client(str(plane.kubeconfig)) as lean:
+        await _fail_over(plane, lean)
+
+
+async def _fail_over(plane: ControlPlane, api: LeanClient) -> None:
     first = LeaseHolder(
         api, name="failover", namespace="kubeserial", identity="one", duration_seconds=2, renew_seconds=0.3
     )

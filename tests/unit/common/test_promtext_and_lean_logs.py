@@ -4,11 +4,12 @@ same JSON lines as structlog's."""
 import io
 import json
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubeserial_common.runtime import logs
 from kubeserial_common.runtime.health import exposition
-from kubeserial_common.runtime.promtext import Counter, Gauge, Registry
+from kubeserial_common.runtime.promtext import Counter, Gauge, Histogram, Registry
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -66,3 +67,15 @@ def test_lean_logs_are_json_lines() -> None:
     assert lines[0]["reason"] == "hangup" and lines[0]["level"] == "info"
     assert lines[0]["timestamp"].endswith("Z")
     assert "ValueError: boom" in lines[1]["exception"]
+
+
+def test_histogram_is_cumulative_and_rejects_bad_buckets() -> None:
+    registry = Registry()
+    latency = Histogram("x_seconds", "Latency", buckets=(0.1, 1.0), registry=registry)
+    for value in (0.1, 0.5, 2.0):
+        latency.observe(value)
+    got = samples(exposition(registry)[1].decode())
+    assert [got[("x_seconds_bucket", (("le", le),))] for le in ("0.1", "1.0", "+Inf")] == [1, 2, 3]
+    assert got[("x_seconds_count", ())] == 3 and got[("x_seconds_sum", ())] == 2.6
+    with pytest.raises(ValueError, match="x_bad: buckets must be distinct"):
+        Histogram("x_bad", "Bad", buckets=(1.0, 1.0))

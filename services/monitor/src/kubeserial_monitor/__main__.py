@@ -7,19 +7,17 @@ import asyncio
 import os
 import sys
 
-import structlog
-
 from kubeserial_common.core.cli import add_common_arguments
 from kubeserial_common.runtime.health import HealthServer
 from kubeserial_common.runtime.lean import lean_client
-from kubeserial_common.runtime.logs import configure_logging
+from kubeserial_common.runtime.logs import configure_logging, get_logger
 from kubeserial_common.runtime.runner import Runner
 from kubeserial_monitor.metrics import Metrics
 from kubeserial_monitor.monitor import Monitor, Settings
 
 HEALTH_PORT = 8095  # hostNetwork: keep clear of the usual 8080
 
-log = structlog.get_logger("kubeserial_monitor")
+log = get_logger("kubeserial_monitor")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -91,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = arg_parser.parse_args(argv)
     if not args.node_name:
         arg_parser.error("--node-name (or $NODE_NAME) is required")
-    configure_logging(level=args.log_level, fmt=args.log_format)
+    configure_logging(level=args.log_level, fmt=args.log_format, lean=True)
     return asyncio.run(serve(args))
 
 

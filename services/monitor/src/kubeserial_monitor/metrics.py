@@ -1,8 +1,12 @@
-"""Prometheus metrics of the monitor, on its own registry (served by the HealthServer)."""
+"""Prometheus metrics of the monitor, on its own registry (served by the HealthServer).
+
+One monitor runs on every node, so it uses the library's small text writer (runtime.promtext), not
+prometheus_client (issue 14: the monitor's budget is 30 MiB). Names and exposition are unchanged.
+"""
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from kubeserial_common.runtime.promtext import Counter, Gauge, Histogram, Registry
 
 # Plug-to-status is a few milliseconds on a healthy apiserver; the upper buckets catch trouble.
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -10,7 +14,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0
 
 @dataclass
 class Metrics:
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    registry: Registry = field(default_factory=Registry)
 
     def __post_init__(self) -> None:
         self.udev_events = Counter(

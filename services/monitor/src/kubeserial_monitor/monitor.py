@@ -15,8 +15,6 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from kubeserial_common.core import constants as c
 from kubeserial_common.core import resources as r
 from kubeserial_common.core.errors import AlreadyExists, ApiError, NotFound, message_of
@@ -25,13 +23,14 @@ from kubeserial_common.core.serialports import node_selector
 from kubeserial_common.runtime.health import HealthServer
 from kubeserial_common.runtime.lean import LeanClient
 from kubeserial_common.runtime.leases import LeaseHolder
+from kubeserial_common.runtime.logs import get_logger
 from kubeserial_common.runtime.runner import Runner
 from kubeserial_common.runtime.workqueue import WorkQueue, run_workers
 from kubeserial_monitor.metrics import Metrics
 from kubeserial_monitor.udev import RESCAN_ACTIONS, UdevEvent, UdevWatcher, scan
 from kubeserial_monitor.usb import UsbTty
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyudev
-import structlog
 
+from kubeserial_common.runtime.logs import get_logger
 from kubeserial_monitor.usb import UsbTty, usb_tty
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SUBSYSTEM = "tty"
 REMOVE_ACTIONS = frozenset({"remove", "unbind"})

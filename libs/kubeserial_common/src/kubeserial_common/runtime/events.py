@@ -15,17 +15,11 @@ WARNING = "Warning"
 
 
 class EventRecorder:
-    """Posts core/v1 Events. Cluster-scoped objects get theirs in `cluster_namespace`.
+    """Posts core/v1 Events through the lean client. Cluster-scoped objects get theirs in
+    `cluster_namespace`."""
 
-    `api` is a LeanClient (runtime.lean) or a kubernetes_asyncio ApiClient (runtime.kube)."""
-
-    def __init__(self, api: Any, *, component: str, cluster_namespace: str = "default") -> None:
-        self.lean: LeanClient | None = api if isinstance(api, LeanClient) else None
-        if self.lean is None:
-            # Imported here: a process on the lean client never loads kubernetes_asyncio.
-            from kubernetes_asyncio import client
-
-            self.core: Any = client.CoreV1Api(api)
+    def __init__(self, api: LeanClient, *, component: str, cluster_namespace: str = "default") -> None:
+        self.api = api
         self.component = component
         self.cluster_namespace = cluster_namespace
 
@@ -53,10 +47,7 @@ class EventRecorder:
             "count": 1,
         }
         try:
-            if self.lean is not None:
-                await self.lean.create(EVENT, body, namespace=namespace)
-            else:
-                await self.core.create_namespaced_event(namespace, body)
+            await self.api.create(EVENT, body, namespace=namespace)
         except ApiError as exc:  # an Event is best effort: never fail a reconcile over it
             log.warning("could not post event", reason=reason, error=repr(exc))
         log.info("event", object=meta.get("name"), reason=reason, type=type_, message=message)

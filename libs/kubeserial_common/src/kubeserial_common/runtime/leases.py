@@ -4,15 +4,14 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
-
-import structlog
+from typing import Any
 
 from kubeserial_common.core import resources as r
 from kubeserial_common.core.errors import AlreadyExists, ApiError, Conflict, NotFound
 from kubeserial_common.runtime.lean import LeanClient
+from kubeserial_common.runtime.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def micro_time(moment: datetime) -> str:
@@ -39,57 +38,16 @@ def lease_expired(spec: dict[str, Any], *, now: datetime) -> bool:
     return expiry < now
 
 
-class _Leases(Protocol):
-    async def read(self, name: str, namespace: str) -> dict[str, Any]: ...
-    async def create(self, namespace: str, body: dict[str, Any]) -> None: ...
-    async def replace(self, name: str, namespace: str, body: dict[str, Any]) -> None: ...
-
-
-class _LeanLeases:
-    def __init__(self, api: LeanClient) -> None:
-        self.api = api
-
-    async def read(self, name: str, namespace: str) -> dict[str, Any]:
-        return await self.api.get(r.LEASE, name, namespace=namespace)
-
-    async def create(self, namespace: str, body: dict[str, Any]) -> None:
-        await self.api.create(r.LEASE, body, namespace=namespace)
-
-    async def replace(self, name: str, namespace: str, body: dict[str, Any]) -> None:
-        await self.api.replace(r.LEASE, name, body, namespace=namespace)
-
-
-class _AsyncioLeases:
-    def __init__(self, api: Any) -> None:
-        # Imported here: a process on the lean client (the monitor) never loads kubernetes_asyncio.
-        from kubernetes_asyncio import client
-
-        from kubeserial_common.runtime.kube import read_json
-
-        self.coordination: Any = client.CoordinationV1Api(api)
-        self._read_json = read_json
-
-    async def read(self, name: str, namespace: str) -> dict[str, Any]:
-        return await self._read_json(
-            await self.coordination.read_namespaced_lease(name, namespace, _preload_content=False)
-        )
-
-    async def create(self, namespace: str, body: dict[str, Any]) -> None:
-        await self.coordination.create_namespaced_lease(namespace, body)
-
-    async def replace(self, name: str, namespace: str, body: dict[str, Any]) -> None:
-        await self.coordination.replace_namespaced_lease(name, namespace, body)
-
-
 class LeaseHolder:
     """Acquires and renews one Lease for `identity`; `held` says whether we hold it right now.
 
-    `api` is a kubernetes_asyncio ApiClient (runtime.kube) or a LeanClient (runtime.lean).
+    On the lean client (runtime.lean) only: the monitor, one per node, must not load
+    kubernetes_asyncio (an import-linter contract keeps it so).
     """
 
     def __init__(
         self,
-        api: Any,
+        api: LeanClient,
         *,
         name: str,
         namespace: str,
@@ -98,7 +56,7 @@ class LeaseHolder:
         renew_seconds: float = 5.0,
         labels: dict[str, str] | None = None,
     ) -> None:
-        self.leases: _Leases = _LeanLeases(api) if isinstance(api, LeanClient) else _AsyncioLeases(api)
+        self.api = api
         self.name = name
         self.namespace = namespace
         self.identity = identity
@@ -120,14 +78,14 @@ class LeaseHolder:
         """One attempt; True if we hold the lease afterwards."""
         now = datetime.now(UTC)
         try:
-            lease = await self.leases.read(self.name, self.namespace)
+            lease = await self.api.get(r.LEASE, self.name, namespace=self.namespace)
         except NotFound:
             body = {
                 "metadata": {"name": self.name, "namespace": self.namespace, "labels": self.labels},
                 "spec": self._spec(now=now, acquired=None, transitions=0),
             }
             try:
-                await self.leases.create(self.namespace, body)
+                await self.api.create(r.LEASE, body, namespace=self.namespace)
             except AlreadyExists:
                 return False
             return True
@@ -141,7 +99,7 @@ class LeaseHolder:
         )
         try:
             # replace carries resourceVersion: if someone else renewed first, we get 409 and lose.
-            await self.leases.replace(self.name, self.namespace, lease)
+            await self.api.replace(r.LEASE, self.name, lease, namespace=self.namespace)
         except Conflict:
             return False
         return True
@@ -177,8 +135,8 @@ class LeaseHolder:
         if not self.held:
             return
         with contextlib.suppress(ApiError):
-            lease = await self.leases.read(self.name, self.namespace)
+            lease = await self.api.get(r.LEASE, self.name, namespace=self.namespace)
             if lease.get("spec", {}).get("holderIdentity") == self.identity:
                 lease["spec"]["holderIdentity"] = None
-                await self.leases.replace(self.name, self.namespace, lease)
+                await self.api.replace(r.LEASE, self.name, lease, namespace=self.namespace)
         self.held = False

@@ -1,12 +1,14 @@
-"""A small Prometheus text-format (0.0.4) writer: counters and gauges, with or without labels.
+"""A small Prometheus text-format (0.0.4) writer: counters, gauges and histograms.
 
-For the processes that run once per device or per consumer (the gateway and its bridge), where
-prometheus_client's import (http.server, email, urllib, threads: about 4.5 MiB of resident memory)
-costs more than the rest of the metrics together. Same shape as prometheus_client's API for what
-they use (`Counter(name, doc, labelnames, registry=)`, `.labels(...)`, `.inc()`, `Gauge.set()`),
-and the same exposition: counters as `<name>_total`, label values escaped, HELP and TYPE lines.
-Scrapers and prometheus_client's own parser read it unchanged. The other services keep
-prometheus_client; the HealthServer serves either kind of registry.
+For the processes that run once per node, per device or per consumer (the monitor, the gateway and
+its bridge), where prometheus_client's import (http.server, email, urllib, threads: about 4.5 MiB of
+resident memory) costs more than the rest of the metrics together. Same shape as prometheus_client's
+API for what they use (`Counter(name, doc, labelnames, registry=)`, `.labels(...)`, `.inc()`,
+`Gauge.set()`, `Histogram(name, doc, buckets=, registry=).observe()`), and the same exposition:
+counters as `<name>_total`, histograms as cumulative `_bucket{le=...}` with `+Inf`, `_sum` and
+`_count`, label values escaped, HELP and TYPE lines. Scrapers and prometheus_client's own parser
+read it unchanged. The controller and the injector keep prometheus_client; the HealthServer serves
+either kind of registry.
 """
 
 from collections.abc import Iterator, Sequence
@@ -128,13 +130,57 @@ class Gauge(_Metric):
         self._only().dec(amount)
 
 
+class Histogram:
+    """Observations into fixed buckets (upper bounds, ascending; +Inf is added), no labels."""
+
+    kind = "histogram"
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        *,
+        buckets: Sequence[float],
+        registry: "Registry | None" = None,
+    ) -> None:
+        bounds = sorted(float(b) for b in buckets)
+        if not bounds or bounds != sorted(set(bounds)):
+            raise ValueError(f"{name}: buckets must be distinct upper bounds, got {tuple(buckets)}")
+        if bounds[-1] != float("inf"):
+            bounds.append(float("inf"))
+        self.name = name
+        self.documentation = documentation
+        self.bounds = tuple(bounds)
+        self.counts = [0] * len(self.bounds)  # per bucket, not cumulative
+        self.sum = 0.0
+        if registry is not None:
+            registry.register(self)
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+        self.sum += value
+
+    def expose(self) -> str:
+        lines = [f"# HELP {self.name} {_escape_help(self.documentation)}", f"# TYPE {self.name} histogram"]
+        cumulative = 0
+        for bound, count in zip(self.bounds, self.counts, strict=True):
+            cumulative += count
+            lines.append(f'{self.name}_bucket{{le="{_number(bound)}"}} {_number(cumulative)}')
+        lines.append(f"{self.name}_sum {_number(self.sum)}")
+        lines.append(f"{self.name}_count {_number(cumulative)}")
+        return "\n".join(lines) + "\n"
+
+
 class Registry:
     """What one HealthServer serves at /metrics."""
 
     def __init__(self) -> None:
-        self._metrics: dict[str, _Metric] = {}
+        self._metrics: dict[str, _Metric | Histogram] = {}
 
-    def register(self, metric: _Metric) -> None:
+    def register(self, metric: "_Metric | Histogram") -> None:
         if metric.name in self._metrics:
             raise ValueError(f"duplicate metric {metric.name}")
         self._metrics[metric.name] = metric

@@ -11,13 +11,12 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-import structlog
-
 from kubeserial_common.core.backoff import Backoff as Backoff  # still importable from here, as before
 from kubeserial_common.core.errors import PermanentError, message_of
+from kubeserial_common.runtime.logs import get_logger
 from kubeserial_common.runtime.tasks import run_together
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 
