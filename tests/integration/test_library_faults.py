@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +15,12 @@ import yaml
 from kubernetes_asyncio import client
 
 from kubeserial_common.core import constants as c
+from kubeserial_common.core import resources as r
 from kubeserial_common.core.conditions import ConditionUpdate
 from kubeserial_common.core.status import conditions_patch, write_status
 from kubeserial_common.runtime.kube import CustomObjects, api_client
 from kubeserial_common.runtime.lean import LeanClient, lean_client
-from kubeserial_common.runtime.leases import LeaseHolder, parse_time
+from kubeserial_common.runtime.leases import LeaseHolder, micro_time, parse_time
 from kubeserial_common.runtime.watching import Informer, object_key
 from kubeserial_testing.controlplane import ControlPlane, free_port
 
@@ -198,3 +199,30 @@ async def _fail_over(plane: ControlPlane, api: LeanClient) -> None:
 def test_object_key() -> None:
     assert object_key({"metadata": {"name": "a"}}) == ("", "a")
     assert object_key({"metadata": {"name": "a", "namespace": "ns"}}) == ("ns", "a")
+
+
+async def test_a_held_lease_renews_in_one_request_and_notices_a_takeover(plane: ControlPlane) -> None:
+    """Renewal replaces the Lease as our last write left it (one PUT, as client-go and the kubelet do):
+    with a monitor per node that is the steady load per node. A Lease someone else wrote meanwhile
+    makes the PUT conflict; only then is it read, and it is not ours any more."""
+    async with lean_client(str(plane.kubeconfig)) as api:
+        holder = LeaseHolder(api, name="renewal", namespace="kubeserial", identity="one", duration_seconds=30)
+        assert await holder.try_acquire_or_renew()  # GET (404), then POST
+        renewed = []
+        for _ in range(5):
+            before = api.requests
+            assert await holder.try_acquire_or_renew()
+            renewed.append(api.requests - before)
+        assert renewed == [1] * 5
+        lease = await api.get(r.LEASE, "renewal", namespace="kubeserial")
+        assert lease["spec"]["holderIdentity"] == "one" and lease["spec"]["leaseTransitions"] == 0
+
+        # Another holder takes the Lease over (as after an expiry): our next renewal must lose.
+        lease["spec"]["holderIdentity"] = "two"
+        lease["spec"]["renewTime"] = micro_time(datetime.now(UTC))
+        await api.replace(r.LEASE, "renewal", lease, namespace="kubeserial")
+        before = api.requests
+        assert not await holder.try_acquire_or_renew()
+        assert api.requests - before == 2  # the conflicting PUT, then the GET that shows the new holder
+        final = await api.get(r.LEASE, "renewal", namespace="kubeserial")
+        assert final["spec"]["holderIdentity"] == "two"

@@ -43,6 +43,12 @@ class LeaseHolder:
 
     On the lean client (runtime.lean) only: the monitor, one per node, must not load
     kubernetes_asyncio (an import-linter contract keeps it so).
+
+    A holder renews with one request: it replaces the Lease as its own last write returned it (that
+    resourceVersion), as client-go's leader election and the kubelet's node lease do. Only when that
+    write conflicts (someone else wrote the Lease) or we do not hold it does it read the Lease first.
+    With a monitor on every node this halves the apiserver's steady load (issue 13: at most 0.2
+    requests/s per node).
     """
 
     def __init__(
@@ -64,6 +70,7 @@ class LeaseHolder:
         self.renew_seconds = renew_seconds
         self.labels = labels or {}
         self.held = False
+        self._ours: dict[str, Any] | None = None  # the Lease as our last successful write returned it
 
     def _spec(self, *, now: datetime, acquired: str | None, transitions: int) -> dict[str, Any]:
         return {
@@ -77,6 +84,9 @@ class LeaseHolder:
     async def try_acquire_or_renew(self) -> bool:
         """One attempt; True if we hold the lease afterwards."""
         now = datetime.now(UTC)
+        if self._ours is not None and await self._renew(self._ours, now=now):
+            return True
+        self._ours = None
         try:
             lease = await self.api.get(r.LEASE, self.name, namespace=self.namespace)
         except NotFound:
@@ -85,7 +95,7 @@ class LeaseHolder:
                 "spec": self._spec(now=now, acquired=None, transitions=0),
             }
             try:
-                await self.api.create(r.LEASE, body, namespace=self.namespace)
+                self._ours = await self.api.create(r.LEASE, body, namespace=self.namespace)
             except AlreadyExists:
                 return False
             return True
@@ -99,8 +109,25 @@ class LeaseHolder:
         )
         try:
             # replace carries resourceVersion: if someone else renewed first, we get 409 and lose.
-            await self.api.replace(r.LEASE, self.name, lease, namespace=self.namespace)
+            self._ours = await self.api.replace(r.LEASE, self.name, lease, namespace=self.namespace)
         except Conflict:
+            return False
+        return True
+
+    async def _renew(self, last: dict[str, Any], *, now: datetime) -> bool:
+        """Replace the Lease as our last write left it; False if it changed since (or is gone)."""
+        spec = last.get("spec") or {}
+        lease = {
+            **last,
+            "spec": self._spec(
+                now=now,
+                acquired=spec.get("acquireTime"),
+                transitions=int(spec.get("leaseTransitions") or 0),
+            ),
+        }
+        try:
+            self._ours = await self.api.replace(r.LEASE, self.name, lease, namespace=self.namespace)
+        except (Conflict, NotFound):
             return False
         return True
 
@@ -140,3 +167,4 @@ class LeaseHolder:
                 lease["spec"]["holderIdentity"] = None
                 await self.api.replace(r.LEASE, self.name, lease, namespace=self.namespace)
         self.held = False
+        self._ours = None
