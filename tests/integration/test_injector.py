@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -90,7 +91,11 @@ class Injector:
             self.proc = None
 
     def metric(self, name: str, **labels: str) -> float:
-        return metric_value(self.health_port, name, **labels) or 0.0
+        """One sample; a sample that is not exported fails the test (the outcomes are pre-declared)."""
+        value = metric_value(self.health_port, name, **labels)
+        if value is None:
+            raise AssertionError(f"{name}{labels} is not exported by the injector")
+        return value
 
 
 def shipped_webhook(url: str, ca_bundle: bytes | None) -> dict[str, Any]:
@@ -204,7 +209,9 @@ def test_annotated_pod_is_mutated_by_the_apiserver_calling_the_webhook(
     control_plane: ControlPlane, injector: Injector
 ) -> None:
     before = injector.metric("kubeserial_injector_admissions_total", outcome="mutated")
-    out = kubectl_create(control_plane, pod_manifest("printer", {c.INJECT_ANNOTATION: READY_DEVICE}))
+    manifest = pod_manifest("printer", {c.INJECT_ANNOTATION: READY_DEVICE})
+    manifest["metadata"]["labels"] = {"app": "printer"}
+    out = kubectl_create(control_plane, manifest)
     assert out.returncode == 0, out.stderr
     warnings = [line for line in out.stderr.splitlines() if line.startswith("Warning:")]
     assert warnings == ["Warning: " + NO_UID_WARNING], out.stderr
@@ -229,6 +236,11 @@ def test_annotated_pod_is_mutated_by_the_apiserver_calling_the_webhook(
     ]
     assert pod["spec"]["shareProcessNamespace"] is True
     assert pod["metadata"]["annotations"][c.INJECTED_ANNOTATION] == READY_DEVICE
+    # What the gateway's NetworkPolicy admits; the pod's own labels stay.
+    assert pod["metadata"]["labels"] == {
+        "app": "printer",
+        f"connect.app.kubeserial.com/{READY_DEVICE}": "true",
+    }
     assert injector.metric("kubeserial_injector_admissions_total", outcome="mutated") == before + 1
 
 
@@ -338,6 +350,56 @@ def test_reapplying_changes_nothing(control_plane: ControlPlane, injector: Injec
     copy_spec = get_pod(control_plane, "copied")["spec"]
     assert len(copy_spec["initContainers"]) == 1
     assert env_names(copy_spec["containers"][0]) == env_names(first["spec"]["containers"][0])
+
+
+def test_an_injected_pod_reviewed_again_comes_back_without_a_patch(
+    control_plane: ControlPlane, injector: Injector
+) -> None:
+    """The running injector itself, over TLS: an AdmissionReview for a pod it already injected
+    (the pod as stored, marker annotation included) is allowed with no patch, counted unchanged.
+    (kubectl and the apiserver never send it such a pod: the webhook's matchCondition skips it.)"""
+    out = kubectl_create(control_plane, pod_manifest("twice", {c.INJECT_ANNOTATION: READY_DEVICE}))
+    assert out.returncode == 0, out.stderr
+    stored = get_pod(control_plane, "twice")
+    assert stored["metadata"]["annotations"][c.INJECTED_ANNOTATION] == READY_DEVICE
+    again = copy.deepcopy(stored)
+    again["metadata"] = {k: v for k, v in stored["metadata"].items() if k in ("annotations", "labels")}
+    again["metadata"]["generateName"] = "twice-"
+    again.pop("status", None)
+    outcomes = ("mutated", "unchanged", "denied", "invalid", "error")
+    before = {o: injector.metric("kubeserial_injector_admissions_total", outcome=o) for o in outcomes}
+    uid = str(uuid.uuid4())
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": APPS,
+            "operation": "CREATE",
+            "userInfo": {"username": "test"},
+            "object": again,
+            "dryRun": False,
+        },
+    }
+    context = ssl.create_default_context(cadata=_ca_of(injector).decode())
+    request = urllib.request.Request(
+        injector.url, data=json.dumps(review).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, context=context, timeout=10) as answer:
+        assert answer.status == 200
+        response = json.loads(answer.read())["response"]
+    assert response["uid"] == uid and response["allowed"] is True, response
+    assert "patch" not in response and "patchType" not in response, response
+    after = {o: injector.metric("kubeserial_injector_admissions_total", outcome=o) for o in outcomes}
+    assert {o: after[o] - before[o] for o in outcomes} == {
+        "mutated": 0,
+        "unchanged": 1,
+        "denied": 0,
+        "invalid": 0,
+        "error": 0,
+    }
 
 
 def test_injector_down_blocks_only_annotated_pods(control_plane: ControlPlane, injector: Injector) -> None:
