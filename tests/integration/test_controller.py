@@ -238,8 +238,9 @@ def test_available_device_gets_a_gateway_on_its_node_until_unplugged(
     write_monitor_status(control_plane, name, node=live_node, available=True)
     deployment = wait_exists(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE)
     service = wait_exists(control_plane, "service", gateway_name(name), namespace=NAMESPACE)
+    policy = wait_exists(control_plane, "networkpolicy", gateway_name(name), namespace=NAMESPACE)
     uid = (device(control_plane, name) or {})["metadata"]["uid"]
-    for made in (deployment, service):
+    for made in (deployment, service, policy):
         (owner,) = made["metadata"]["ownerReferences"]
         assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
             "SerialDevice",
@@ -263,6 +264,19 @@ def test_available_device_gets_a_gateway_on_its_node_until_unplugged(
     ]
     assert pod["serviceAccountName"] == "kubeserial-gateway"
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"raw": 3333, "rfc2217": 2217}
+    # Only the device's consumers reach the gateway's ports (and scrapers its metrics), as the
+    # apiserver stored it; enforcement is tests/e2e/test_real_network_policy.py's business.
+    assert policy["spec"]["podSelector"] == {"matchLabels": spec["selector"]["matchLabels"]}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    consumers, scrapers = policy["spec"]["ingress"]
+    assert consumers["from"] == [
+        {
+            "namespaceSelector": {},
+            "podSelector": {"matchLabels": {f"connect.app.kubeserial.com/{name}": "true"}},
+        }
+    ]
+    assert {p["port"] for p in consumers["ports"]} == {3333, 2217}
+    assert {p["port"] for p in scrapers["ports"]} == {8080}
     # The scheduler really puts the gateway pod on the device's node.
     selector = ",".join(f"{k}={v}" for k, v in spec["selector"]["matchLabels"].items())
 
@@ -275,6 +289,7 @@ def test_available_device_gets_a_gateway_on_its_node_until_unplugged(
     write_monitor_status(control_plane, name, node=None, available=False)
     wait_gone(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE)
     wait_gone(control_plane, "service", gateway_name(name), namespace=NAMESPACE)
+    wait_gone(control_plane, "networkpolicy", gateway_name(name), namespace=NAMESPACE)
     assert {"GatewayCreated", "GatewayRemoved"} <= set(events_for(control_plane, name))
     control_plane.kubectl("delete", "serialdevice", name)
 
@@ -297,6 +312,11 @@ def test_gateway_deleted_or_edited_by_hand_is_repaired(
     )
     control_plane.kubectl("scale", "deployment", gateway_name(name), "-n", NAMESPACE, "--replicas=3")
     control_plane.kubectl("delete", "service", gateway_name(name), "-n", NAMESPACE)
+    # A NetworkPolicy opened to everyone by hand is closed again.
+    open_to_all = json.dumps({"spec": {"ingress": [{}]}})
+    control_plane.kubectl(
+        "patch", "networkpolicy", gateway_name(name), "-n", NAMESPACE, "--type=merge", "-p", open_to_all
+    )
     wait_for(
         lambda: (
             (child(control_plane, "deployment", gateway_name(name)) or {}).get("spec", {}).get("replicas")
@@ -306,6 +326,18 @@ def test_gateway_deleted_or_edited_by_hand_is_repaired(
         message="replicas back to 1",
     )
     wait_exists(control_plane, "service", gateway_name(name), namespace=NAMESPACE)
+    wait_for(
+        lambda: (
+            len(
+                (child(control_plane, "networkpolicy", gateway_name(name)) or {})
+                .get("spec", {})
+                .get("ingress", [])
+            )
+            == 2
+        ),
+        timeout=30,
+        message="the gateway's NetworkPolicy repaired",
+    )
     # The device moves to another node: the same gateway follows it there.
     with simulated_node(control_plane) as other_node:
         write_monitor_status(control_plane, name, node=other_node, available=True)

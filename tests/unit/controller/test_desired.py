@@ -214,3 +214,82 @@ def test_config_key_is_the_file_name() -> None:
     assert w.config_key("/data/config.yaml") == "config.yaml"
     assert w.config_key("/etc/app/") == "app"
     assert w.config_key("/") == "config"
+
+
+def test_gateway_network_policy_admits_only_the_devices_consumers_and_scrapers() -> None:
+    policy = w.desired_gateway_network_policy(DEVICE, namespace="kubeserial")
+    meta, spec = policy["metadata"], policy["spec"]
+    assert (policy["apiVersion"], policy["kind"]) == ("networking.k8s.io/v1", "NetworkPolicy")
+    assert (meta["name"], meta["namespace"]) == ("ender3-gateway", "kubeserial")
+    assert meta["ownerReferences"][0]["uid"] == "dev-uid"
+    # It selects exactly the pods of this device's gateway Deployment ...
+    assert spec["podSelector"] == {"matchLabels": gateway()["spec"]["selector"]["matchLabels"]}
+    # ... and, being an Ingress policy, denies everything it does not list.
+    assert spec["policyTypes"] == ["Ingress"]
+    consumers, scrapers = spec["ingress"]
+    assert consumers == {
+        "from": [
+            {
+                "namespaceSelector": {},
+                "podSelector": {"matchLabels": {"connect.app.kubeserial.com/ender3": "true"}},
+            }
+        ],
+        "ports": [{"protocol": "TCP", "port": 3333}, {"protocol": "TCP", "port": 2217}],
+    }
+    assert scrapers == {
+        "from": [
+            {
+                "namespaceSelector": {},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+            }
+        ],
+        "ports": [{"protocol": "TCP", "port": 8080}],
+    }
+    health = {
+        p["name"]: p["containerPort"] for p in gateway()["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert {p["port"] for rule in spec["ingress"] for p in rule["ports"]} == set(health.values())
+
+
+def test_gateway_network_policy_scrapers_are_configurable() -> None:
+    policy = w.desired_gateway_network_policy(
+        DEVICE, namespace="kubeserial", scraper_labels={"app": "vmagent", "team": "ops"}
+    )
+    (scrapers,) = policy["spec"]["ingress"][1]["from"]
+    assert scrapers["podSelector"] == {"matchLabels": {"app": "vmagent", "team": "ops"}}
+
+
+def test_manager_pods_carry_the_connect_label_of_their_device() -> None:
+    objects = w.desired_manager_objects(MSR, OCTOPRINT, namespace="kubeserial", images=IMAGES, ingress=None)
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels["connect.app.kubeserial.com/ender3"] == "true"
+    # Only the pods: the Deployment's selector (immutable) and the other objects stay as they were.
+    assert "connect.app.kubeserial.com/ender3" not in deployment["spec"]["selector"]["matchLabels"]
+    assert all("connect.app.kubeserial.com/ender3" not in o["metadata"]["labels"] for o in objects)
+
+
+@pytest.mark.parametrize(
+    ("text", "labels"),
+    [
+        ("app.kubernetes.io/name=prometheus", {"app.kubernetes.io/name": "prometheus"}),
+        ("app=vmagent, team=ops", {"app": "vmagent", "team": "ops"}),
+        ("empty=", {"empty": ""}),
+    ],
+)
+def test_parse_label_map(text: str, labels: dict[str, str]) -> None:
+    assert w.parse_label_map(text, what="--scraper-labels") == labels
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("prometheus", "'prometheus' is not label=value"),
+        ("a=b c", "'a=b c'"),
+        ("a=1,a=2", "label a given twice"),
+    ],
+)
+def test_parse_label_map_names_the_flag_and_the_bad_part(text: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match="--scraper-labels") as err:
+        w.parse_label_map(text, what="--scraper-labels")
+    assert fragment in str(err.value)

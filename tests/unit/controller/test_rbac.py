@@ -38,6 +38,7 @@ EXPECTED = {
     ("Role", "", "services"): {"list", "watch", "create", "patch", "delete"},
     ("Role", "", "configmaps"): {"list", "watch", "create", "patch", "delete"},
     ("Role", "networking.k8s.io", "ingresses"): {"list", "watch", "create", "patch", "delete"},
+    ("Role", "networking.k8s.io", "networkpolicies"): {"list", "watch", "create", "patch", "delete"},
     ("Role", "coordination.k8s.io", "leases"): {"get", "list", "watch", "create", "update"},
 }
 

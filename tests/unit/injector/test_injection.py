@@ -13,6 +13,7 @@ from kubeserial_injector.injection import (
     decide,
     device_problem,
     escape_pointer,
+    metadata_patch,
     plan_links,
     requested_devices,
 )
@@ -117,7 +118,39 @@ def test_create_is_mutated_and_marked(patched: Patcher) -> None:
         "/spec/volumes",
         "/spec/shareProcessNamespace",
         "/metadata/annotations/app.kubeserial.com~1injected",
+        "/metadata/labels",
     }
+    # The label its gateway's NetworkPolicy admits.
+    assert mutated["metadata"]["labels"] == {"connect.app.kubeserial.com/ender3": "true"}
+
+
+@pytest.mark.parametrize("mode", ["tty", "url"])
+def test_connected_pods_are_labelled_for_every_device_keeping_their_labels(
+    patched: Patcher, mode: str
+) -> None:
+    original = pod({c.INJECT_ANNOTATION: "ender3, zigbee", c.INJECT_MODE_ANNOTATION: mode})
+    original["metadata"]["labels"] = {"app": "printer", "connect.app.kubeserial.com/other": "false"}
+    known = {"ender3": device("ender3"), "zigbee": device("zigbee")}
+    decision = decide(operation="CREATE", pod=original, known_devices=known, settings=SETTINGS)
+    assert decision.patch is not None
+    assert patched(original, decision.patch)["metadata"]["labels"] == {
+        "app": "printer",
+        "connect.app.kubeserial.com/other": "false",
+        "connect.app.kubeserial.com/ender3": "true",
+        "connect.app.kubeserial.com/zigbee": "true",
+    }
+
+
+def test_denied_or_unannotated_pods_get_no_connect_label() -> None:
+    unknown = decide(
+        operation="CREATE",
+        pod=pod({c.INJECT_ANNOTATION: "ghost"}),
+        known_devices={"ghost": None},
+        settings=SETTINGS,
+    )
+    assert not unknown.allowed and unknown.patch is None
+    plain = decide(operation="CREATE", pod=pod(None), known_devices={}, settings=SETTINGS)
+    assert plain.allowed and plain.patch is None
 
 
 def test_already_injected_or_update_changes_nothing(patched: Patcher) -> None:
@@ -198,6 +231,13 @@ def test_annotation_patch_when_annotations_are_missing(patched: Patcher) -> None
         }
     bare: dict[str, Any] = {"spec": {}}
     assert patched(bare, annotation_patch(bare, {"k": "v"}))["metadata"] == {"annotations": {"k": "v"}}
+    both = {"annotations": {"a": "1"}, "labels": {"l/x": "2"}}
+    assert patched(bare, metadata_patch(bare, both))["metadata"] == both
+    labelled = {"metadata": {"labels": {"keep": "me"}, "annotations": None}}
+    assert patched(labelled, metadata_patch(labelled, both))["metadata"] == {
+        "labels": {"keep": "me", "l/x": "2"},
+        "annotations": {"a": "1"},
+    }
 
 
 def test_escape_pointer() -> None:

@@ -22,7 +22,7 @@ from kubeserial_common.runtime.leases import LeaseHolder
 from kubeserial_common.runtime.logs import configure_logging
 from kubeserial_common.runtime.runner import Runner
 from kubeserial_controller.controller import Controller
-from kubeserial_controller.desired import Images
+from kubeserial_controller.desired import DEFAULT_SCRAPER_LABELS, Images, parse_label_map
 from kubeserial_controller.metrics import ControllerMetrics
 from kubeserial_controller.reconcilers import Settings
 
@@ -49,6 +49,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("KUBESERIAL_IMAGE_PULL_POLICY", "IfNotPresent"),
         choices=["Always", "IfNotPresent", "Never"],
         help="pull policy for the gateway image (default IfNotPresent, so locally loaded images work)",
+    )
+    default_scrapers = ",".join(f"{k}={v}" for k, v in DEFAULT_SCRAPER_LABELS.items())
+    parser.add_argument(
+        "--scraper-labels",
+        default=default_scrapers,
+        help="labels (k=v,...) of the pods, in any namespace, that each gateway's NetworkPolicy lets read its"
+        f" /metrics and health port 8080 (default {default_scrapers}: the Prometheus of the Prometheus"
+        " Operator and of the prometheus-community charts)",
     )
     parser.add_argument(
         "--workers",
@@ -91,6 +99,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--workers must be at least 1")
     if args.renew_interval >= args.lease_duration:
         parser.error("--renew-interval must be shorter than --lease-duration")
+    try:
+        args.scraper_labels = parse_label_map(args.scraper_labels, what="--scraper-labels")
+    except ValueError as exc:
+        parser.error(str(exc))
     return args
 
 
@@ -101,6 +113,7 @@ async def serve(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         images=Images(gateway=args.gateway_image, pull_policy=args.image_pull_policy),
         node_grace=timedelta(seconds=args.node_grace_seconds),
+        scraper_labels=args.scraper_labels,
     )
     # The lean client (runtime.lean), not kubernetes_asyncio (~45 MiB with aiohttp): the controller's
     # budget is 100 MiB with 1,000 devices. One kept-alive connection per worker, and one for the Lease.

@@ -16,7 +16,14 @@ from kubeserial_common.runtime.lean import LeanClient
 APPLY_PATCH = "application/apply-patch+yaml"
 FIELD_MANAGER = "kubeserial-controller"
 # What the controller writes; what a kind is comes from the registry.
-WRITTEN = (r.DEPLOYMENT, r.SERVICE, r.CONFIGMAP, r.INGRESS, *(res for res in r.CUSTOM if not res.namespaced))
+WRITTEN = (
+    r.DEPLOYMENT,
+    r.SERVICE,
+    r.CONFIGMAP,
+    r.INGRESS,
+    r.NETWORKPOLICY,
+    *(res for res in r.CUSTOM if not res.namespaced),
+)
 
 
 @dataclass(frozen=True)

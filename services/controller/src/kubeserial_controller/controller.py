@@ -129,7 +129,7 @@ class Controller:
             lease_node = d.node_from_lease_name(name)
             if lease_node is not None:
                 self.nodes.add(lease_node)
-        else:  # our Deployments, Services, ConfigMaps, Ingresses: wake their owner
+        else:  # our Deployments, Services, ConfigMaps, Ingresses, NetworkPolicies: wake their owner
             owner = d.controller_owner(obj)
             if owner is None:
                 return

@@ -6,6 +6,7 @@ kind, metadata and exactly the fields the controller manages, nothing the apiser
 
 import hashlib
 import posixpath
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,8 @@ from kubeserial_common.core import resources as r
 from kubeserial_common.core.gatewayargs import ServeArgs
 from kubeserial_common.core.models import IngressSpec, ManagerSpec, SerialDeviceEntry
 from kubeserial_common.core.names import (
+    connect_label,
+    connect_labels,
     gateway_name,
     kubeserial_label_value,
     manager_request_name,
@@ -28,6 +31,30 @@ GATEWAY_SERVICE_ACCOUNT = "kubeserial-gateway"
 GATEWAY_HEALTH_PORT = 8080
 MANAGER_HTTP_PORT = 80  # the original KubeSerial served every manager on port 80
 CONFIG_HASH_ANNOTATION = f"{c.GROUP}/config-hash"
+# Who may read a gateway's /healthz, /readyz and /metrics besides the kubelet (whose probes come from
+# the node, which NetworkPolicies do not restrict): pods labelled like the Prometheus of the
+# Prometheus Operator and of the prometheus-community charts, in any namespace
+# (the controller's --scraper-labels changes it).
+DEFAULT_SCRAPER_LABELS: Mapping[str, str] = {"app.kubernetes.io/name": "prometheus"}
+
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")
+_LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+
+
+def parse_label_map(text: str, *, what: str) -> dict[str, str]:
+    """`k=v,k2=v2` as matchLabels; ValueError naming `what` and the bad part otherwise."""
+    labels: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = (s.strip() for s in part.partition("="))
+        if not sep or not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
+            raise ValueError(
+                f"{what}: {part.strip()!r} is not label=value (e.g. app.kubernetes.io/name=prometheus)"
+            )
+        if key in labels:
+            raise ValueError(f"{what}: label {key} given twice")
+        labels[key] = value
+    return labels
 
 
 @dataclass(frozen=True)
@@ -175,6 +202,45 @@ def desired_gateway_deployment(
     }
 
 
+def desired_gateway_network_policy(
+    device: Obj, *, namespace: str, scraper_labels: Mapping[str, str] = DEFAULT_SCRAPER_LABELS
+) -> dict[str, Any]:
+    """Who may reach the gateway of `device`: its consumers (pods in any namespace labelled
+    `connect.app.kubeserial.com/<device>: "true"`, which the injector and manager Deployments set) on
+    the raw and RFC 2217 ports, and pods matching `scraper_labels` (in any namespace) on the health
+    and metrics port. Nothing else: a NetworkPolicy that selects a pod denies every other ingress."""
+    name = device["metadata"]["name"]
+    selector = gateway_labels(name)
+    everywhere: dict[str, Any] = {}  # an empty namespaceSelector: every namespace
+
+    def tcp(*ports: int) -> list[dict[str, Any]]:
+        return [{"protocol": "TCP", "port": port} for port in ports]
+
+    consumers = {
+        "namespaceSelector": everywhere,
+        "podSelector": {"matchLabels": {connect_label(name): c.CONNECTED}},
+    }
+    scrapers = {"namespaceSelector": everywhere, "podSelector": {"matchLabels": dict(scraper_labels)}}
+    return {
+        "apiVersion": r.NETWORKPOLICY.api_version,
+        "kind": r.NETWORKPOLICY.kind,
+        "metadata": _metadata(
+            gateway_name(name),
+            namespace=namespace,
+            labels={**selector, c.COMPONENT_LABEL: "gateway"},
+            owner=owner_reference(device, kind="SerialDevice"),
+        ),
+        "spec": {
+            "podSelector": {"matchLabels": selector},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [consumers], "ports": tcp(c.RAW_PORT, c.RFC2217_PORT)},
+                {"from": [scrapers], "ports": tcp(GATEWAY_HEALTH_PORT)},
+            ],
+        },
+    }
+
+
 def desired_gateway_service(device: Obj, *, namespace: str) -> dict[str, Any]:
     name = device["metadata"]["name"]
     selector = gateway_labels(name)
@@ -264,6 +330,8 @@ def desired_manager_objects(
     device, manager_name = msr["spec"]["device"], msr["spec"]["manager"]
     selector = manager_labels(device, manager_name)
     labels = {**selector, c.COMPONENT_LABEL: "manager"}
+    # Only the pods are consumers of the device (its gateway admits them); the objects are not.
+    pod_labels = {**labels, **connect_labels([device])}
 
     def meta() -> dict[str, Any]:
         return _metadata(
@@ -275,7 +343,7 @@ def desired_manager_objects(
 
     objects: list[dict[str, Any]] = []
     has_config = manager.config is not None and bool(manager.config_path)
-    template_meta: dict[str, Any] = {"labels": labels}
+    template_meta: dict[str, Any] = {"labels": pod_labels}
     if has_config:
         assert manager.config is not None and manager.config_path
         data = {config_key(manager.config_path): manager.config}

@@ -5,7 +5,7 @@ Decisions live in `decisions` and `desired`; this module performs the writes and
 """
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,8 +26,10 @@ from kubeserial_common.runtime.leanobjects import LeanObjects
 from kubeserial_controller import decisions as d
 from kubeserial_controller.apply import Applier
 from kubeserial_controller.desired import (
+    DEFAULT_SCRAPER_LABELS,
     Images,
     desired_gateway_deployment,
+    desired_gateway_network_policy,
     desired_gateway_service,
     desired_manager_objects,
     desired_manager_request,
@@ -43,7 +45,7 @@ KubeSerialKey = tuple[str, str]
 
 # Child kinds of a ManagerScheduleRequest, and of a SerialDevice (its gateway).
 MANAGER_CHILDREN = (r.CONFIGMAP, r.DEPLOYMENT, r.SERVICE, r.INGRESS)
-GATEWAY_CHILDREN = (r.DEPLOYMENT, r.SERVICE)
+GATEWAY_CHILDREN = (r.DEPLOYMENT, r.SERVICE, r.NETWORKPOLICY)
 RECHECK_MARGIN = 0.1  # seconds after a deadline, so the check runs when it has really passed
 
 
@@ -58,6 +60,8 @@ class Settings:
     namespace: str
     images: Images
     node_grace: timedelta = timedelta(seconds=10)
+    # Pods allowed to scrape gateways' metrics (desired.desired_gateway_network_policy).
+    scraper_labels: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SCRAPER_LABELS))
 
 
 def kind_of(obj: Mapping[str, Any], kind: str) -> Obj:
@@ -287,6 +291,9 @@ class Reconcilers:
         wanted = (
             desired_gateway_deployment(device, placement, namespace=namespace, images=self.settings.images),
             desired_gateway_service(device, namespace=namespace),
+            desired_gateway_network_policy(
+                device, namespace=namespace, scraper_labels=self.settings.scraper_labels
+            ),
         )
         results = [
             await self._ensure(obj, current=self.world.child(obj["kind"], gateway_name(name)))

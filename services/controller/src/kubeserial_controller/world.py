@@ -52,6 +52,7 @@ class World:
         self.services = informer(r.SERVICE, namespace, owned)
         self.config_maps = informer(r.CONFIGMAP, namespace, owned)
         self.ingresses = informer(r.INGRESS, namespace, owned)
+        self.network_policies = informer(r.NETWORKPOLICY, namespace, owned)
         self.leases = informer(r.LEASE, namespace)
         self.ports = custom_informer(r.SERIALPORT)
         self.nodes = informer(r.NODE)
@@ -60,6 +61,7 @@ class World:
             r.SERVICE.kind: self.services,
             r.CONFIGMAP.kind: self.config_maps,
             r.INGRESS.kind: self.ingresses,
+            r.NETWORKPOLICY.kind: self.network_policies,
         }
 
     def informers(self) -> list[Informer]:
@@ -92,7 +94,7 @@ class World:
         return self.requests.cache.get(("", name))
 
     def child(self, kind: str, name: str) -> Obj | None:
-        """A Deployment/Service/ConfigMap/Ingress of ours in the KubeSerial namespace."""
+        """A Deployment/Service/ConfigMap/Ingress/NetworkPolicy of ours in the KubeSerial namespace."""
         return self.children[kind].cache.get((self.namespace, name))
 
     def port(self, name: str) -> Obj | None:

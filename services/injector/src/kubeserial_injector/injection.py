@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from kubeserial_common.core import constants as c
 from kubeserial_common.core.conditions import get_condition
-from kubeserial_common.core.names import DEVICE_NAME, DEVICE_NAME_MAX
+from kubeserial_common.core.names import DEVICE_NAME, DEVICE_NAME_MAX, connect_labels
 from kubeserial_common.core.podspec import (
     BridgeSettings,
     DeviceLink,
@@ -188,8 +188,10 @@ def decide(
     except InjectionError as exc:
         return Decision(allowed=False, message=str(exc), code=exc.code, reason=exc.reason, outcome="denied")
     warnings = [w for device in devices if (w := device_problem(device, known_devices.get(device)))]
-    patch = spec_patch(spec, connected.spec) + annotation_patch(
-        pod, {c.INJECTED_ANNOTATION: ",".join(devices)}
+    # The labels are what the devices' gateways admit (their NetworkPolicies).
+    patch = spec_patch(spec, connected.spec) + metadata_patch(
+        pod,
+        {"annotations": {c.INJECTED_ANNOTATION: ",".join(devices)}, "labels": connect_labels(devices)},
     )
     return Decision(
         allowed=True,
@@ -217,16 +219,25 @@ def spec_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> JsonPatch:
 
 
 def annotation_patch(pod: Mapping[str, Any], added: Mapping[str, str]) -> JsonPatch:
+    return metadata_patch(pod, {"annotations": added})
+
+
+def metadata_patch(pod: Mapping[str, Any], added: Mapping[str, Mapping[str, str]]) -> JsonPatch:
+    """Operations adding entries to the pod's metadata maps, e.g. {"labels": {...}, "annotations": {...}}."""
     meta = pod.get("metadata")
     if not isinstance(meta, dict):
-        return [{"op": "add", "path": "/metadata", "value": {"annotations": dict(added)}}]
-    if not isinstance(meta.get("annotations"), dict):
-        # "add" on an existing member (e.g. annotations: null) replaces it (RFC 6902).
-        return [{"op": "add", "path": "/metadata/annotations", "value": dict(added)}]
-    return [
-        {"op": "add", "path": f"/metadata/annotations/{escape_pointer(key)}", "value": value}
-        for key, value in added.items()
-    ]
+        return [{"op": "add", "path": "/metadata", "value": {k: dict(v) for k, v in added.items()}}]
+    ops: JsonPatch = []
+    for member, entries in added.items():
+        if not isinstance(meta.get(member), dict):
+            # "add" on an existing member (e.g. labels: null) replaces it (RFC 6902).
+            ops.append({"op": "add", "path": f"/metadata/{member}", "value": dict(entries)})
+            continue
+        ops += [
+            {"op": "add", "path": f"/metadata/{member}/{escape_pointer(key)}", "value": value}
+            for key, value in entries.items()
+        ]
+    return ops
 
 
 def _shorten(text: str, limit: int = 64) -> str:

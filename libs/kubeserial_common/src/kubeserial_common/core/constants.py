@@ -23,6 +23,10 @@ KUBESERIAL_LABEL: Final = f"{GROUP}/kubeserial"  # value "<namespace>.<name>"
 DEVICE_LABEL: Final = f"{GROUP}/device"
 MANAGER_LABEL: Final = f"{GROUP}/manager"
 NODE_LABEL: Final = f"{GROUP}/node"  # on a SerialPort: its node (kubeserial_common.core.serialports)
+# A pod connected to device D carries `connect.app.kubeserial.com/D: "true"` (set by the injector on
+# annotated pods, by the controller on manager pods); D's gateway admits only such pods (NetworkPolicy).
+CONNECT_LABEL_PREFIX: Final = f"connect.{GROUP}/"
+CONNECTED: Final = "true"
 COMPONENT_LABEL: Final = "app.kubernetes.io/component"
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "kubeserial"

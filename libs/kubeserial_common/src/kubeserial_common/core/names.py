@@ -1,8 +1,15 @@
 """Derived names shared by every service: one definition, so controller and injector agree."""
 
 import re
+from collections.abc import Iterable
 
-from kubeserial_common.core.constants import EXTENDED_RESOURCE_PREFIX, RAW_PORT, RFC2217_PORT
+from kubeserial_common.core.constants import (
+    CONNECT_LABEL_PREFIX,
+    CONNECTED,
+    EXTENDED_RESOURCE_PREFIX,
+    RAW_PORT,
+    RFC2217_PORT,
+)
 
 # A DNS-1123 label that starts with a letter: device names become Service names (`<name>-gateway`).
 # Here rather than in the models, so that a process checking names (the injector) need not build
@@ -17,6 +24,17 @@ def gateway_name(device: str) -> str:
 
 def manager_request_name(device: str, manager: str) -> str:
     return f"{device}-{manager}"
+
+
+def connect_label(device: str) -> str:
+    """The label key that marks a pod as a consumer of `device` (a device name is a valid label name:
+    a DNS label of at most 55 characters)."""
+    return f"{CONNECT_LABEL_PREFIX}{device}"
+
+
+def connect_labels(devices: Iterable[str]) -> dict[str, str]:
+    """The labels of a pod connected to `devices`: what its gateways' NetworkPolicies admit."""
+    return {connect_label(device): CONNECTED for device in devices}
 
 
 def monitor_lease_name(node: str) -> str:

@@ -53,6 +53,7 @@ DEPLOYMENT = ResourceInfo("apps/v1", "Deployment", "deployments", namespaced=Tru
 SERVICE = ResourceInfo("v1", "Service", "services", namespaced=True)
 CONFIGMAP = ResourceInfo("v1", "ConfigMap", "configmaps", namespaced=True)
 INGRESS = ResourceInfo("networking.k8s.io/v1", "Ingress", "ingresses", namespaced=True)
+NETWORKPOLICY = ResourceInfo("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", namespaced=True)
 SECRET = ResourceInfo("v1", "Secret", "secrets", namespaced=True)
 LEASE = ResourceInfo("coordination.k8s.io/v1", "Lease", "leases", namespaced=True)
 NODE = ResourceInfo("v1", "Node", "nodes", namespaced=False)
@@ -70,6 +71,7 @@ ALL = (
     SERVICE,
     CONFIGMAP,
     INGRESS,
+    NETWORKPOLICY,
     SECRET,
     LEASE,
     NODE,
