@@ -47,6 +47,9 @@ test-real: dev ## The story as real pods on two real kubelets (tests/e2e/test_re
 bench: dev ## Run every benchmark; prints one table, writes bench/results/summary.json.
 	$(PY) bench/run.py
 
+soak: dev ## Chaos soak on real nodes, about 10 min (bench/soak_real.py); not part of test or bench.
+	$(PY) bench/soak_real.py
+
 ##@ Demo and local cluster
 demo: dev ## The main job: KubeSerial end to end on this machine (control plane, services, simulated device).
 	$(PY) -m kubeserial_testing.demo
@@ -73,4 +76,4 @@ images: dev ## Build the four service images for amd64 and arm64 in a local Dock
 e2e-kind: ## The e2e overlay on a kind cluster (needs Docker, kind and a kindest/node image).
 	./hack/e2e-kind.sh
 
-.PHONY: demo-real test-real help dev venv manifests lint fmt test test-unit test-e2e bench demo demo-hold cluster-up cluster-down images e2e-kind
+.PHONY: demo-real test-real help dev venv manifests lint fmt test test-unit test-e2e bench soak demo demo-hold cluster-up cluster-down images e2e-kind

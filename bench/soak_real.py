@@ -1,0 +1,323 @@
+"""Chaos soak on real nodes (issue 15): a device with an open session streams numbered records both
+ways while random faults hit; the invariants are checked all along; stops by itself.
+
+KubeSerial runs as real pods from the e2e overlay on two real kubelets (kubeserial_testing.realstack).
+A simulated FT232R is plugged into node-a; the test plays the device on its pty master. The
+session is a raw TCP client (socat) in node-b's network namespace, connected to the gateway's
+Service ClusterIP through kube-proxy, reconnecting whenever it ends. Both sides send RECORD-byte
+numbered records, 100 a second each way.
+
+Faults, one at a time, chosen at random (seeded): delete the controller leader's pod, the monitor
+pod of the device's node, the gateway pod, an injector pod (each --force, no grace: a crash);
+restart the apiserver; unplug the adapter and plug it into a random node; cut a node's link for
+PARTITION_SECONDS. After each: wait until everything works again (Available on the adapter's node,
+one Ready gateway there, a Ready controller holding the Lease, the injector's replicas Ready,
+records arriving both ways after the fault ended), then CALM_SECONDS of quiet.
+
+Invariants (kubeserial_testing.soak): never two nodes bound to one device (sampled every
+SAMPLE_SECONDS); Free truthful within FREE_BOUND in calm periods; every record in order, gaps only
+across a reconnect, and counted; each fault converged within CONVERGE_BOUND of its end.
+
+    .venv/bin/python bench/soak_real.py [--seconds 600] [--seed 1] [--cluster DIR]
+
+Prints the report and writes bench/results/soak_real.json; exits 1 on any violation.
+"""
+
+import argparse
+import contextlib
+import json
+import random
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kubeserial_common import constants as c
+from kubeserial_common.conditions import condition_status
+from kubeserial_testing.nodes import RealCluster
+from kubeserial_testing.objects import kubeserial_for
+from kubeserial_testing.realstack import NAMESPACE, RealStack, wait_until
+from kubeserial_testing.soak import FaultRecord, FreeSample, SoakReport, bound_nodes, free_violations
+from kubeserial_testing.soak_ends import ClientEnd, DeviceEnd
+from kubeserial_testing.umockdev import UsbAdapter
+
+RESULTS = Path(__file__).parent / "results"
+NODES = ("node-a", "node-b")
+CLIENT_NODE = "node-b"
+RAW_PORT = 3333
+SAMPLE_SECONDS = 2.0
+PARTITION_SECONDS = 20.0
+CALM_SECONDS = 10.0
+CONVERGE_BOUND = 30.0
+CONVERGE_GIVE_UP = 120.0
+FREE_BOUND = 15.0  # the gateway's keepalive bound (11 s) for a silent peer, plus its status write
+
+
+class Soak:
+    def __init__(self, stack: RealStack, *, device: str, adapter: UsbAdapter, seed: int, owns_cluster: bool):
+        self.stack = stack
+        self.device = device
+        self.adapter = adapter
+        self.rng = random.Random(seed)
+        self.owns_cluster = owns_cluster
+        self.adapter_node = "node-a"
+        self.device_end = DeviceEnd()
+        self.client: ClientEnd | None = None
+        self.calm = False
+        self.samples: list[FreeSample] = []
+        self.binding_violations: list[tuple[float, list[str]]] = []
+        self.plugs: list[float] = []
+        self.faults: list[FaultRecord] = []
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, name="sampler", daemon=True)
+
+    # -- set-up ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        stack = self.stack
+        stack.kubectl(
+            "apply", "-f", "-", input=json.dumps(kubeserial_for("soak", {self.device: self.adapter.serial}))
+        )
+        wait_until(
+            lambda: stack.condition(self.device, c.READY).get("status") == "True", within=60, message="Ready"
+        )
+        self._plug("node-a")
+        wait_until(lambda: self._device_ok(), within=180, message="device Available with its gateway")
+        service = stack.get("service", f"{self.device}-gateway", "-n", NAMESPACE)
+        address = service["spec"]["clusterIP"]
+        node = stack.cluster.nodes[CLIENT_NODE]
+        socat = [
+            "socat",
+            "-b65536",
+            "-",
+            f"TCP:{address}:{RAW_PORT},nodelay,keepalive,keepidle=2,keepintvl=2,keepcnt=3",
+        ]
+        self.client = ClientEnd(["nsenter", f"--net=/run/netns/{node.netns}", *socat])
+        self.device_end.start()
+        self.client.start()
+        self._sampler.start()
+        since = time.monotonic()
+        wait_until(lambda: self._flowing(since), within=60, message="records flowing both ways")
+        self.calm = True
+
+    def _plug(self, node: str) -> None:
+        self.stack.usb[node].plug(self.adapter)
+        self.adapter_node = node
+        self.plugs.append(time.monotonic())
+        self.device_end.attach(self.stack.usb[node].device_side(self.adapter))
+
+    def _unplug(self) -> None:
+        self.device_end.attach(None)
+        self.stack.usb[self.adapter_node].unplug(self.adapter)
+
+    # -- what "working" means --------------------------------------------------------------------
+
+    def _device_ok(self) -> bool:
+        state = self.stack.device_state(self.device)
+        return (
+            state == ("True", self.adapter_node)
+            and len(self.stack.gateway_pods(self.device, node=self.adapter_node)) == 1
+        )
+
+    def _flowing(self, since: float) -> bool:
+        assert self.client is not None
+        return self.client.check.last_time > since and self.device_end.check.last_time > since
+
+    def _controller_leads(self) -> bool:
+        lease = self.stack.get("lease", "kubeserial-controller", "-n", NAMESPACE)
+        holder = str((lease.get("spec") or {}).get("holderIdentity") or "").split("_")[0]
+        pods = self.stack.running_pods(NAMESPACE, "app.kubernetes.io/component=controller")
+        return any(p["metadata"]["name"] == holder for p in pods)
+
+    def _injector_ready(self) -> bool:
+        deployment = self.stack.get("deployment", "kubeserial-injector", "-n", NAMESPACE)
+        wanted = (deployment.get("spec") or {}).get("replicas", 1)
+        return bool((deployment.get("status") or {}).get("readyReplicas") == wanted)
+
+    def converged(self, since: float) -> bool:
+        return (
+            self._flowing(since) and self._device_ok() and self._controller_leads() and self._injector_ready()
+        )
+
+    # -- invariants sampled all along --------------------------------------------------------------
+
+    def _sample(self) -> None:
+        while not self._stop.wait(SAMPLE_SECONDS):
+            assert self.client is not None
+            out = self.stack.kubectl(
+                "get", "serialports,serialdevices", "-o", "json", check=False, timeout=20
+            )
+            now = time.monotonic()
+            if out.returncode != 0:
+                self.samples.append(FreeSample(now, None, self.client.session_up, False))
+                continue
+            items = json.loads(out.stdout).get("items", [])
+            ports = [i for i in items if i.get("kind") == "SerialPort"]
+            nodes = bound_nodes(ports, self.device)
+            if len(nodes) > 1:
+                self.binding_violations.append((now, sorted(nodes)))
+            device: dict[str, Any] = next(
+                (
+                    i
+                    for i in items
+                    if i.get("kind") == "SerialDevice" and i["metadata"]["name"] == self.device
+                ),
+                {},
+            )
+            self.samples.append(
+                FreeSample(now, condition_status(device, c.FREE), self.client.session_up, self.calm)
+            )
+
+    # -- faults ------------------------------------------------------------------------------------
+
+    def _delete_pod(self, selector: str, *, node: str | None = None, name: str | None = None) -> str:
+        pods = self.stack.running_pods(NAMESPACE, selector, node=node)
+        chosen = name or (self.rng.choice(pods)["metadata"]["name"] if pods else "")
+        if chosen:
+            self.stack.kubectl(
+                "delete",
+                "pod",
+                chosen,
+                "-n",
+                NAMESPACE,
+                "--grace-period=0",
+                "--force",
+                "--wait=false",
+                check=False,
+            )
+        return chosen or "none running"
+
+    def kill_controller_leader(self) -> str:
+        lease = self.stack.get("lease", "kubeserial-controller", "-n", NAMESPACE)
+        holder = str((lease.get("spec") or {}).get("holderIdentity") or "").split("_")[0]
+        return self._delete_pod("app.kubernetes.io/component=controller", name=holder or None)
+
+    def kill_monitor(self) -> str:
+        return self._delete_pod("app.kubernetes.io/name=kubeserial-monitor", node=self.adapter_node)
+
+    def kill_gateway(self) -> str:
+        return self._delete_pod(f"app.kubernetes.io/name=kubeserial-gateway,{c.DEVICE_LABEL}={self.device}")
+
+    def kill_injector(self) -> str:
+        return self._delete_pod("app.kubernetes.io/component=injector")
+
+    def restart_apiserver(self) -> str:
+        self.stack.cluster.plane.restart_apiserver()
+        return "stopped and started on its port"
+
+    def replug(self) -> str:
+        before = self.adapter_node
+        self._unplug()
+        self._plug(self.rng.choice(NODES))
+        return f"{before} -> {self.adapter_node}"
+
+    def partition(self) -> str:
+        node = self.rng.choice(NODES)
+        self.stack.cluster.cut_link(node)
+        try:
+            self._stop.wait(PARTITION_SECONDS)
+        finally:
+            self.stack.cluster.restore_link(node)
+        return f"{node} cut for {PARTITION_SECONDS:.0f}s"
+
+    def faults_available(self) -> list[Callable[[], str]]:
+        kinds = [self.kill_controller_leader, self.kill_monitor, self.kill_gateway, self.kill_injector]
+        kinds += [self.replug, self.partition]
+        if self.owns_cluster:  # a reused cluster's apiserver belongs to another process
+            kinds.append(self.restart_apiserver)
+        return kinds
+
+    def wait_converged(self, since: float) -> float | None:
+        """When everything worked again after `since`, polled each second; None: not within
+        CONVERGE_GIVE_UP (the soak goes on, the report says so)."""
+        deadline = since + CONVERGE_GIVE_UP
+        while time.monotonic() < deadline:
+            if self.converged(since):
+                return time.monotonic()
+            self._stop.wait(1.0)
+        return None
+
+    def run(self, seconds: float) -> SoakReport:
+        started = time.monotonic()
+        end = started + seconds
+        while time.monotonic() + CONVERGE_BOUND + CALM_SECONDS < end:
+            fault = self.rng.choice(self.faults_available())
+            self.calm = False
+            at = time.monotonic()
+            detail = fault()
+            recovered = time.monotonic()
+            converged_at = self.wait_converged(recovered)
+            after = None if converged_at is None else converged_at - recovered
+            record = FaultRecord(
+                fault.__name__.replace("_", "-"), detail, at - started, recovered - started, after
+            )
+            self.faults.append(record)
+            print(f"[{at - started:6.1f}s] {record.kind} ({detail}): converged after {after}", flush=True)
+            self.calm = converged_at is not None
+            self._stop.wait(CALM_SECONDS)
+        return self.report(time.monotonic() - started, started)
+
+    def report(self, seconds: float, started: float) -> SoakReport:
+        assert self.client is not None
+        reconnects = sorted(self.client.reconnects + self.plugs)
+        shifted = [FreeSample(s.at - started, s.free, s.session_up, s.calm) for s in self.samples]
+        return SoakReport(
+            seconds=seconds,
+            faults=self.faults,
+            directions=[self.client.check, self.device_end.check],
+            reconnects=reconnects,
+            binding_violations=[(t - started, nodes) for t, nodes in self.binding_violations],
+            free_violation_spans=free_violations(shifted, bound=FREE_BOUND),
+            free_bound=FREE_BOUND,
+            converge_bound=CONVERGE_BOUND,
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.client is not None:
+            self.client.stop()
+        self.device_end.stop()
+        self._sampler.join(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cluster", type=Path, help="reuse a cluster from `nodes up --dir DIR`")
+    args = parser.parse_args()
+    suffix = uuid.uuid4().hex[:4]
+    with contextlib.ExitStack() as scope:
+        workdir = Path(scope.enter_context(tempfile.TemporaryDirectory(prefix="kubeserial-soak-")))
+        if args.cluster:
+            cluster = RealCluster(args.cluster, detached=True)
+        else:
+            cluster = scope.enter_context(RealCluster(workdir / "cluster"))
+        stack = RealStack(cluster, workdir)
+        scope.callback(stack.stop)
+        stack.start()
+        soak = Soak(
+            stack,
+            device=f"soak-{suffix}",
+            adapter=UsbAdapter(serial=f"SK{suffix.upper()}"),
+            seed=args.seed,
+            owns_cluster=not args.cluster,
+        )
+        scope.callback(soak.stop)
+        soak.start()
+        report = soak.run(args.seconds)
+        summary = report.summary()
+        summary["seed"] = args.seed
+        print(json.dumps(summary, indent=2))
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "soak_real.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return 1 if summary["violations"] else 0
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
