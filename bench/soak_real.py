@@ -3,9 +3,10 @@ ways while random faults hit; the invariants are checked all along; stops by its
 
 KubeSerial runs as real pods from the e2e overlay on two real kubelets (kubeserial_testing.realstack).
 A simulated FT232R is plugged into node-a; the test plays the device on its pty master. The
-session is a raw TCP client (socat) in node-b's network namespace, connected to the gateway's
-Service ClusterIP through kube-proxy, reconnecting whenever it ends. Both sides send RECORD-byte
-numbered records, 100 a second each way.
+session is a raw TCP client (socat, run from the host) in the network namespace of a client pod on
+node-b that carries the device's connect label (so the gateway's NetworkPolicy admits it, where
+policies are enforced), connected to the gateway's Service ClusterIP through kube-proxy,
+reconnecting whenever it ends. Both sides send numbered records, 100 a second each way.
 
 Faults, one at a time, chosen at random (seeded): delete the controller leader's pod, the monitor
 pod of the device's node, the gateway pod, an injector pod (each --force, no grace: a crash);
@@ -38,6 +39,7 @@ from typing import Any
 
 from kubeserial_common import constants as c
 from kubeserial_common.conditions import condition_status
+from kubeserial_common.core.names import connect_labels
 from kubeserial_testing.nodes import RealCluster
 from kubeserial_testing.objects import kubeserial_for
 from kubeserial_testing.realstack import NAMESPACE, RealStack, wait_until
@@ -48,6 +50,8 @@ from kubeserial_testing.umockdev import UsbAdapter
 RESULTS = Path(__file__).parent / "results"
 NODES = ("node-a", "node-b")
 CLIENT_NODE = "node-b"
+CLIENT_NAMESPACE = "soak"
+CLIENT_POD = "soak-client"
 RAW_PORT = 3333
 SAMPLE_SECONDS = 2.0
 PARTITION_SECONDS = 20.0
@@ -89,20 +93,61 @@ class Soak:
         wait_until(lambda: self._device_ok(), within=180, message="device Available with its gateway")
         service = stack.get("service", f"{self.device}-gateway", "-n", NAMESPACE)
         address = service["spec"]["clusterIP"]
-        node = stack.cluster.nodes[CLIENT_NODE]
+        netns = f"/proc/{self._client_pod_pid()}/ns/net"
         socat = [
             "socat",
             "-b65536",
             "-",
             f"TCP:{address}:{RAW_PORT},nodelay,keepalive,keepidle=2,keepintvl=2,keepcnt=3",
         ]
-        self.client = ClientEnd(["nsenter", f"--net=/run/netns/{node.netns}", *socat])
+        self.client = ClientEnd(["nsenter", f"--net={netns}", *socat])
         self.device_end.start()
         self.client.start()
         self._sampler.start()
         since = time.monotonic()
         wait_until(lambda: self._flowing(since), within=60, message="records flowing both ways")
         self.calm = True
+
+    def _client_pod_pid(self) -> int:
+        """A pod on CLIENT_NODE labelled as connected to the device; the PID of its container (in
+        the host's PID namespace: the nodes share it) whose network namespace socat joins."""
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": CLIENT_POD,
+                "namespace": CLIENT_NAMESPACE,
+                "labels": connect_labels([self.device]),
+            },
+            "spec": {
+                "nodeSelector": {"kubernetes.io/hostname": CLIENT_NODE},
+                "containers": [
+                    {
+                        "name": "client",
+                        "image": "kubeserial/busybox:e2e",
+                        "imagePullPolicy": "Never",
+                        "command": ["sleep", "86400"],
+                    }
+                ],
+            },
+        }
+        self.stack.kubectl("create", "namespace", CLIENT_NAMESPACE, check=False)
+        self.stack.kubectl("apply", "-f", "-", input=json.dumps(pod))
+        self.stack.kubectl(
+            "wait", "--for=condition=Ready", "pod", CLIENT_POD, "-n", CLIENT_NAMESPACE, "--timeout=180s"
+        )
+        node = self.stack.cluster.nodes[CLIENT_NODE]
+        for container in node.ctr("containers", "ls", "-q").split():
+            labels = json.loads(node.ctr("containers", "info", container)).get("Labels") or {}
+            if (
+                labels.get("io.kubernetes.pod.name") == CLIENT_POD
+                and labels.get("io.kubernetes.container.name") == "client"
+            ):
+                for line in node.ctr("tasks", "ls").splitlines()[1:]:
+                    task, pid, *_ = line.split()
+                    if task == container:
+                        return int(pid)
+        raise AssertionError(f"no running container of {CLIENT_NAMESPACE}/{CLIENT_POD} on {CLIENT_NODE}")
 
     def _plug(self, node: str) -> None:
         self.stack.usb[node].plug(self.adapter)
