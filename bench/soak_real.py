@@ -12,8 +12,9 @@ Faults, one at a time, chosen at random (seeded): delete the controller leader's
 pod of the device's node, the gateway pod, an injector pod (each --force, no grace: a crash);
 restart the apiserver; unplug the adapter and plug it into a random node; cut a node's link for
 PARTITION_SECONDS. After each: wait until everything works again (Available on the adapter's node,
-one Ready gateway there, a Ready controller holding the Lease, the injector's replicas Ready,
-records arriving both ways after the fault ended), then CALM_SECONDS of quiet.
+one Ready gateway there, Free=False for the open session, a Ready controller holding the Lease,
+the injector's replicas Ready, records arriving both ways after the fault ended), then
+CALM_SECONDS of quiet.
 
 Invariants (kubeserial_testing.soak): never two nodes bound to one device (sampled every
 SAMPLE_SECONDS); Free truthful within FREE_BOUND in calm periods; every record in order, gaps only
@@ -55,10 +56,10 @@ CLIENT_POD = "soak-client"
 RAW_PORT = 3333
 SAMPLE_SECONDS = 2.0
 PARTITION_SECONDS = 20.0
-CALM_SECONDS = 10.0
+CALM_SECONDS = 15.0
 CONVERGE_BOUND = 30.0
 CONVERGE_GIVE_UP = 120.0
-FREE_BOUND = 15.0  # the gateway's keepalive bound (11 s) for a silent peer, plus its status write
+FREE_BOUND = 5.0  # in calm periods: Free said the opposite of the session for at most this long
 
 
 class Soak:
@@ -183,9 +184,16 @@ class Soak:
         wanted = (deployment.get("spec") or {}).get("replicas", 1)
         return bool((deployment.get("status") or {}).get("readyReplicas") == wanted)
 
+    def _free_says_in_use(self) -> bool:
+        return condition_status(self.stack.get("serialdevice", self.device), c.FREE) == "False"
+
     def converged(self, since: float) -> bool:
         return (
-            self._flowing(since) and self._device_ok() and self._controller_leads() and self._injector_ready()
+            self._flowing(since)
+            and self._device_ok()
+            and self._free_says_in_use()
+            and self._controller_leads()
+            and self._injector_ready()
         )
 
     # -- invariants sampled all along --------------------------------------------------------------
