@@ -1,5 +1,6 @@
 """Run KubeSerial services as real processes in tests, each with its own ServiceAccount."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,8 +8,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane
+import yaml
+
+from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, kubeconfig_for
 
 NAMESPACE = "kubeserial"
 
@@ -20,6 +24,53 @@ def apply_rbac(plane: ControlPlane, component: str) -> Path:
         "apply", "-f", str(REPO_ROOT / "deploy" / "kustomize" / "base" / "rbac" / f"{component}.yaml")
     )
     return plane.service_account_kubeconfig(NAMESPACE, f"kubeserial-{component}")
+
+
+def placeholder_pod(name: str, *, namespace: str, service_account: str, node: str) -> dict[str, Any]:
+    """A Pod object bound to `node` that nothing runs (no kubelet acts on it here: the stand-in
+    kubelet launches only containers it has a command for), for tokens bound to a Pod on a node."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"kubeserial.test/placeholder": "true"}},
+        "spec": {
+            "nodeName": node,
+            "serviceAccountName": service_account,
+            "containers": [{"name": "placeholder", "image": "kubeserial/placeholder:never-run"}],
+        },
+    }
+
+
+def node_bound_kubeconfig(
+    plane: ControlPlane,
+    *,
+    namespace: str,
+    service_account: str,
+    node: str,
+    path: Path,
+    pod: str | None = None,
+) -> Path:
+    """A kubeconfig with a token bound to a Pod on `node`, as the kubelet mounts for a Pod's
+    projected token: the apiserver then reports the node in the request's user info
+    (extra["authentication.kubernetes.io/node-name"]), which node-bound policies check. The Pod is a
+    placeholder (`placeholder_pod`) created here; deleting it invalidates the token."""
+    pod = pod or f"{service_account}-{node}"
+    plane.kubectl("create", "namespace", namespace, check=False)
+    plane.kubectl("create", "serviceaccount", service_account, "-n", namespace, check=False)
+    body = placeholder_pod(pod, namespace=namespace, service_account=service_account, node=node)
+    plane.kubectl("apply", "-f", "-", input=json.dumps(body))
+    token = plane.kubectl(
+        "create",
+        "token",
+        service_account,
+        "-n",
+        namespace,
+        "--bound-object-kind=Pod",
+        f"--bound-object-name={pod}",
+        "--duration=24h",
+    ).stdout.strip()
+    path.write_text(yaml.safe_dump(kubeconfig_for(plane.server, plane.ca_file, user={"token": token})))
+    return path
 
 
 @contextmanager

@@ -32,7 +32,7 @@ from kubeserial_common.names import gateway_name
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
 from kubeserial_testing.kubelet import Launch, SimulatedKubelet
 from kubeserial_testing.objects import get_object
-from kubeserial_testing.services import stop_process, wait_for
+from kubeserial_testing.services import node_bound_kubeconfig, stop_process, wait_for
 from kubeserial_testing.umockdev import SimulatedUsb
 
 NAMESPACE = "kubeserial"
@@ -220,6 +220,16 @@ class LocalStack:
             return subprocess.Popen(argv, env={**clean, **env}, stdout=log_file, stderr=subprocess.STDOUT)
 
     def start_monitor(self, node: str) -> None:
+        # A token bound to a Pod on the node, as the kubelet mounts one: the shipped policy
+        # (deploy/kustomize/base/policies) lets a monitor write only its own node's SerialPorts and
+        # Lease, by the node name such a token carries.
+        kubeconfig = node_bound_kubeconfig(
+            self.plane,
+            namespace=NAMESPACE,
+            service_account="kubeserial-monitor",
+            node=node,
+            path=self.workdir / f"monitor-{node}.kubeconfig",
+        )
         self._start_service(
             f"monitor-{node}",
             "kubeserial_monitor",
@@ -233,7 +243,7 @@ class LocalStack:
                 "--lease-renew-seconds",
                 "1",
             ],
-            env=self.usb[node].env,
+            env={**self.usb[node].env, "KUBECONFIG": str(kubeconfig)},
             component="monitor",
         )
 
