@@ -1,4 +1,5 @@
-"""Each e2e module gets its own control plane (faults restart its apiserver) and KubeSerial stack."""
+"""Each e2e module gets its own control plane (faults restart its apiserver) and KubeSerial stack;
+at the end every service's log in it is parsed (one JSON object per line)."""
 
 from collections.abc import AsyncIterator, Iterator
 
@@ -6,6 +7,7 @@ import pytest
 
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane
 from kubeserial_testing.objects import apply_object, kubeserial_for
+from kubeserial_testing.probes import assert_json_logs
 from kubeserial_testing.stack import LocalStack, wait_async
 
 CRD_DIR = REPO_ROOT / "deploy" / "kustomize" / "base" / "crd"
@@ -30,6 +32,14 @@ async def stack(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -
         yield local
     finally:
         await local.stop()
+    # Every service's log, gateways and bridges included: one JSON object per line.
+    services = sorted((local.workdir / "logs").glob("*.log"))
+    containers = [
+        path
+        for path in sorted((local.workdir / "pods").glob("*.log"))
+        if path.name.endswith("-gateway.log") or "-kubeserial-bridge-" in path.name
+    ]
+    assert_json_logs(*services, *containers)
 
 
 @pytest.fixture(scope="module")

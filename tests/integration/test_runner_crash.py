@@ -1,7 +1,8 @@
 """Every service runs its informers, workers, servers and leases under one process runner: when one of
 them dies unexpectedly the process must not limp on behind a ready probe. Each service is started for
 real with a test-only fault (KUBESERIAL_TEST_FAULT=<runnable>) that makes one runnable raise, and
-must exit non-zero with a log line naming that runnable and the error."""
+must exit non-zero with a log line naming that runnable and the error. Each service's whole log, from
+start to crash, is parsed: one JSON object per line with event, level and timestamp."""
 
 import json
 import subprocess
@@ -13,7 +14,7 @@ from kubeserial_common.core import gatewayargs as ga
 from kubeserial_common.runtime.runner import FAULT_AFTER_ENV, FAULT_ENV
 from kubeserial_testing import pki
 from kubeserial_testing.controlplane import ControlPlane, free_port
-from kubeserial_testing.probes import is_ready
+from kubeserial_testing.probes import assert_json_logs, is_ready
 from kubeserial_testing.services import apply_rbac, service_process, wait_for
 from kubeserial_testing.umockdev import SimulatedUsb
 
@@ -35,7 +36,9 @@ def assert_crashed(
     wait_for(lambda: proc.poll() is not None, timeout=60, message=f"the fault in {runnable} ends the process")
     log = log_path.read_text(errors="replace")
     assert proc.returncode == 1, log[-4000:]
-    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    # Every line of the log, the crash's traceback included, is one JSON object (event, level, timestamp).
+    assert_json_logs(log_path)
+    lines = [json.loads(line) for line in log.splitlines()]
     failed = [line for line in lines if line.get("event") == "runnable failed; stopping"]
     assert failed, log[-4000:]
     assert failed[0]["runnable"] == runnable

@@ -13,6 +13,7 @@ keep working for code that uses it.
 
 import datetime
 import json
+import logging
 import os
 import sys
 import traceback
@@ -98,23 +99,48 @@ def get_logger(name: str) -> Logger:
     return Logger(name)
 
 
+class _JsonLines(logging.Formatter):
+    """Lines from the stdlib `logging` (asyncio's "Task exception was never retrieved", uvicorn's
+    errors, libraries) as the same JSON objects as ours: event, logger, level, timestamp, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = record.levelname.lower()
+        line: dict[str, Any] = {
+            "event": record.getMessage(),
+            "logger": record.name,
+            "level": level if level in _LEVELS else "info",
+            "timestamp": datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+            .isoformat()
+            .replace("+00:00", "Z"),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=repr)
+
+
+def _route_stdlib_logging(level: int, fmt: LogFormat) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonLines() if fmt == "json" else logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
 def configure_logging(*, level: str = "info", fmt: LogFormat = "auto", lean: bool = False) -> None:
     global _lean
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() and "KUBERNETES_SERVICE_HOST" not in os.environ else "json"
     numeric = _LEVELS[level.lower()]
+    _route_stdlib_logging(numeric, fmt)
     if lean:
         _lean = _Lean(numeric, fmt, sys.stderr)
         return
     _lean = None
-    import logging
-
     import structlog
 
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
