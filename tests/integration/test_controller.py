@@ -38,6 +38,7 @@ from kubeserial_testing.services import NAMESPACE, apply_rbac, wait_for
 pytestmark = pytest.mark.controlplane
 SEED = REPO_ROOT / "tests" / "fixtures" / "seed"
 GATEWAY_IMAGE = "kubeserial/gateway:under-test"
+RECONCILES = "kubeserial_controller_reconciles_total"
 
 
 def start_controller(
@@ -465,24 +466,27 @@ def test_manager_device_gets_a_scheduled_manager_with_ingress(
 
 
 def test_health_and_metrics(controller: RunningService, control_plane: ControlPlane) -> None:
+    """Deltas for this test's own device: other tests' objects neither satisfy nor spoil them."""
     assert controller.ready()
     assert http_get(controller.health_port, "/healthz")[0] == 200
-    reconciles = controller.metric(
-        "kubeserial_controller_reconciles_total", kind="SerialDevice", result="success"
-    )
-    assert (reconciles or 0) > 0
     assert controller.metric("kubeserial_controller_queue_depth", kind="SerialDevice") is not None
+
+    def reconciles() -> float:
+        return controller.metric(RECONCILES, kind="SerialDevice", result="success") or 0.0
+
+    def ready_devices() -> float:
+        return (
+            controller.metric("kubeserial_controller_serialdevices", condition="Ready", status="True") or 0.0
+        )
+
     name = unique("counted")
+    wait_for(lambda: controller.metric(RECONCILES, kind="SerialDevice", result="success") is not None)
+    reconciled_before, ready_before = reconciles(), ready_devices()
     apply_object(control_plane, serial_device(name))
-    wait_for(
-        lambda: (
-            (controller.metric("kubeserial_controller_serialdevices", condition="Ready", status="True") or 0)
-            >= 1
-        ),
-        timeout=15,
-        message="devices by state",
-    )
+    wait_for(lambda: ready_devices() == ready_before + 1, timeout=15, message="one more Ready device")
+    assert reconciles() > reconciled_before
     control_plane.kubectl("delete", "serialdevice", name)
+    wait_for(lambda: ready_devices() == ready_before, timeout=15, message="the device no longer counted")
 
 
 def test_a_refused_write_is_explained_by_a_warning_event(

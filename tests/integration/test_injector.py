@@ -27,7 +27,7 @@ from kubeserial_common.core import constants as c
 from kubeserial_testing import pki
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
 from kubeserial_testing.objects import apply_object, serial_device, write_monitor_status
-from kubeserial_testing.probes import is_ready, metric_value
+from kubeserial_testing.probes import is_ready, metric_at
 from kubeserial_testing.services import apply_rbac, stop_process, wait_for
 
 pytestmark = [pytest.mark.controlplane]
@@ -91,10 +91,9 @@ class Injector:
             self.proc = None
 
     def metric(self, name: str, **labels: str) -> float:
-        """One sample; a sample that is not exported fails the test (the outcomes are pre-declared)."""
-        value = metric_value(self.health_port, name, **labels)
-        if value is None:
-            raise AssertionError(f"{name}{labels} is not exported by the injector")
+        """One sample (0 before its first increment); a metric the injector does not declare fails."""
+        value = metric_at(self.health_port, name, **labels)
+        assert value is not None, f"the injector does not answer /metrics on {self.health_port}"
         return value
 
 

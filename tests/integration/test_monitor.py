@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from kubeserial_testing.controlplane import ControlPlane, free_port
-from kubeserial_testing.probes import RunningService, is_ready, metric_value, running_service
+from kubeserial_testing.probes import RunningService, is_ready, metric_at, running_service
 from kubeserial_testing.services import apply_rbac, service_process, wait_for
 from kubeserial_testing.umockdev import SimulatedUsb, UsbAdapter
 
@@ -29,7 +29,9 @@ class RunningMonitor:
     health_port: int
 
     def metric(self, name: str, **labels: str) -> float:
-        return metric_value(self.health_port, name, **labels) or 0.0
+        value = metric_at(self.health_port, name, **labels)
+        assert value is not None, f"the monitor of {self.node} does not answer /metrics"
+        return value
 
 
 @dataclass

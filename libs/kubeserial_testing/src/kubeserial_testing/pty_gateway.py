@@ -9,10 +9,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from kubeserial_common.core import gatewayargs as ga
 from kubeserial_testing.controlplane import free_port
+from kubeserial_testing.probes import metric_sample
 from kubeserial_testing.services import service_process, wait_for
 
 MODULE = "kubeserial_gateway"
@@ -36,18 +35,10 @@ class Process:
     def ready(self) -> bool:
         return self.http_status("/readyz") == 200
 
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        """Samples by (name, sorted labels): counters under their `_total` names."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-        return {
-            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
-
     def metric(self, name: str, **labels: str) -> float:
-        return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
+        """One sample (0 before a labelled counter's first increment); an undeclared metric fails."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/metrics", timeout=5) as response:
+            return metric_sample(response.read().decode(), name, **labels)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
