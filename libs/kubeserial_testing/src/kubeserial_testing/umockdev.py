@@ -12,6 +12,7 @@ preload). Processes started with `env` (LD_PRELOAD + UMOCKDEV_DIR) enumerate its
 libudev/pyudev and receive its uevents over their netlink sockets.
 """
 
+import contextlib
 import os
 import re
 import select
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import sys
 import termios
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -262,20 +264,26 @@ class SimulatedUsb:
     def _links(self, adapter: UsbAdapter) -> list[Path]:
         return [Path(self.root_dir + path) for path in (adapter.by_id, adapter.by_path)]
 
+    @contextlib.contextmanager
+    def _listener(self, name: str) -> Iterator[socket.socket]:
+        """A unix socket in the workdir for the driver to connect back to (one connection)."""
+        path = self.workdir / name
+        path.unlink(missing_ok=True)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(str(path))
+            listener.listen(1)
+            listener.settimeout(10)
+            yield listener
+
     def device_side(self, adapter: UsbAdapter) -> int:
         """A file descriptor of the pty master behind the plugged adapter's tty: the test reads what
         programs write to the device, writes what the device "sends", and sees the port's termios
         (on Linux the master reports the slave's settings, so a baud change shows up here).
         Owned by this object: `unplug` closes it (the wire is gone with the device)."""
         devnode = self.plugged[adapter]
-        path = self.workdir / f"master-{self._key(adapter)}.sock"
-        path.unlink(missing_ok=True)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
-            listener.bind(str(path))
-            listener.listen(1)
-            listener.settimeout(10)
+        with self._listener(f"master-{self._key(adapter)}.sock") as listener:
             assert self._proc is not None and self._proc.stdin is not None
-            self._proc.stdin.write(f"master {devnode} {path}\n")
+            self._proc.stdin.write(f"master {devnode} {listener.getsockname()}\n")
             self._proc.stdin.flush()
             connection, _ = listener.accept()
             with connection:
@@ -291,13 +299,8 @@ class SimulatedUsb:
         opens of the tty after this call are seen (umockdev routes a process's ioctls when it opens
         the node)."""
         devnode = self.plugged[adapter]
-        path = self.workdir / f"modem-{self._key(adapter)}.sock"
-        path.unlink(missing_ok=True)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
-            listener.bind(str(path))
-            listener.listen(1)
-            listener.settimeout(10)
-            self._command(f"modem {devnode} {path}")  # the driver connects before it answers
+        with self._listener(f"modem-{self._key(adapter)}.sock") as listener:
+            self._command(f"modem {devnode} {listener.getsockname()}")  # it connects, then answers
             connection, _ = listener.accept()
         recorder = ModemLineRecorder(connection)
         self._recorders.append(recorder)
