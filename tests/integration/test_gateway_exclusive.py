@@ -18,8 +18,10 @@ from kubeserial_testing.pty_device import PtyDevice
 from kubeserial_testing.pty_gateway import Gateway, run_gateway
 from kubeserial_testing.services import wait_for
 from kubeserial_testing.ttyio import read_exactly
+from kubeserial_testing.umockdev import (
+    SYSTEM_PYTHON,
+)  # the venv's Python is under /root: nobody cannot run it
 
-SYSTEM_PYTHON = "/usr/bin/python3"  # the venv's interpreter lives under /root, which nobody cannot enter
 # Plain open(2), no flock, no TIOCEXCL of its own: what a stray tool does.
 PROBE = """
 import errno, os, sys
