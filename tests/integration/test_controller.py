@@ -103,6 +103,15 @@ def seed_manager(name: str) -> dict[str, Any]:
     return manager
 
 
+def warning_messages(plane: ControlPlane, name: str, reason: str, *, namespace: str = "default") -> list[str]:
+    listed = json.loads(
+        plane.kubectl(
+            "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}", "-o", "json"
+        ).stdout
+    )
+    return [e["message"] for e in listed["items"] if e["reason"] == reason and e["type"] == "Warning"]
+
+
 def events_for(plane: ControlPlane, name: str, *, namespace: str = "default") -> list[str]:
     listed = json.loads(
         plane.kubectl(
@@ -492,44 +501,28 @@ def test_health_and_metrics(controller: RunningService, control_plane: ControlPl
 def test_a_refused_write_is_explained_by_a_warning_event(
     controller: RunningService, control_plane: ControlPlane, live_node: str
 ) -> None:
-    """A Manager whose config is too big for a ConfigMap: the apiserver refuses the ConfigMap on
-    every retry; the user sees why on the request, once, instead of only in the controller's log."""
-    name, manager = unique("bigcfg"), unique("bigmgr")
-    manager_obj = seed_manager(manager)
-    manager_obj["spec"]["config"] = "x" * (1024 * 1024 + 1)  # a ConfigMap holds at most 1 MiB
-    # create, not apply: apply would copy the whole object into an annotation (256 KiB at most)
-    control_plane.kubectl("create", "-f", "-", input=json.dumps(manager_obj))
+    """A Manager named so long (a Manager name may have 253 characters) that the label naming it on
+    the device's ManagerScheduleRequest is over 63: the apiserver refuses the request on every
+    retry; the user sees why on the device, once, instead of only in the controller's log."""
+    name = unique("longmgr")
+    manager = unique("mgr") + "-" + "m" * 60
+    control_plane.kubectl("create", "-f", "-", input=json.dumps(seed_manager(manager)))
     entries = [{"name": name, "idVendor": "0403", "idProduct": "6001", "manager": manager}]
-    apply_object(control_plane, kubeserial_object(unique("big"), entries))
+    kubeserial = unique("longmgrks")
+    apply_object(control_plane, kubeserial_object(kubeserial, entries))
     wait_exists(control_plane, "serialdevice", name)
     write_monitor_status(control_plane, name, node=live_node, available=True)
-    request_name = manager_request_name(name, manager)
-    wait_exists(control_plane, "msr", request_name)
 
     def failures() -> list[str]:
-        listed = json.loads(
-            control_plane.kubectl(
-                "get",
-                "events",
-                "-n",
-                "default",
-                "--field-selector",
-                f"involvedObject.name={request_name}",
-                "-o",
-                "json",
-            ).stdout
-        )
-        return [
-            e["message"]
-            for e in listed["items"]
-            if e["reason"] == "ReconcileFailed" and e["type"] == "Warning"
-        ]
+        return warning_messages(control_plane, name, "ReconcileFailed")
 
-    found = wait_for(failures, timeout=30, message="a ReconcileFailed Warning Event on the request")
-    assert isinstance(found, list) and "1048576" in found[0], found
+    found = wait_for(failures, timeout=30, message="a ReconcileFailed Warning Event on the device")
+    assert isinstance(found, list) and "must be no more than 63 characters" in found[0], found
     time.sleep(2)  # the queue retries with backoff meanwhile; the same failure stays one Event
     assert len(failures()) == 1
-    assert fulfilled(control_plane, request_name) is not True
+    assert get_object(control_plane, "msr", manager_request_name(name, manager)) is None
+    control_plane.kubectl("delete", "kubeserial", kubeserial, "-n", NAMESPACE)
+    control_plane.kubectl("delete", "manager", manager)
 
 
 def test_a_manager_made_invalid_keeps_its_workload_and_says_why(
@@ -612,5 +605,134 @@ def test_a_manager_made_invalid_keeps_its_workload_and_says_why(
     )
     wait_for(lambda: message() is None, timeout=30, message="the message cleared once the Manager is fixed")
     assert get_object(control_plane, "deployment", request_name, namespace=NAMESPACE) is not None
+    control_plane.kubectl("delete", "kubeserial", kubeserial, "-n", NAMESPACE)
+    control_plane.kubectl("delete", "manager", manager)
+
+
+# -- bad input: a clear error, and nothing else breaks (issue 15) ------------------------------------
+
+
+def test_a_kubeserial_name_too_long_for_its_label_is_refused_by_name(
+    controller: RunningService, control_plane: ControlPlane
+) -> None:
+    """Its SerialDevices would carry app.kubeserial.com/kubeserial=<namespace>.<name>, over 63
+    characters: one Warning Event says which field and how long it may be, nothing is retried, and
+    a KubeSerial applied next is served as usual."""
+    allowed = 63 - len(NAMESPACE) - 1
+    long_name = unique("long") + "-" + "x" * allowed
+    long_name = long_name[: allowed + 1]  # one character too many
+    device_name, other, other_device = unique("longdev"), unique("short"), unique("shortdev")
+    errors_before = controller.metric(RECONCILES, kind="KubeSerial", result="error") or 0.0
+    entries = [{"name": device_name, "idVendor": "0403", "idProduct": "6001"}]
+    apply_object(control_plane, kubeserial_object(long_name, entries))
+    found = wait_for(
+        lambda: warning_messages(control_plane, long_name, "InvalidSpec", namespace=NAMESPACE),
+        timeout=15,
+        message="an InvalidSpec Warning Event",
+    )
+    assert isinstance(found, list) and len(found) == 1, found
+    assert "metadata.name is too long" in found[0] and f"at most {allowed} characters" in found[0], found
+    status = wait_for(
+        lambda: (get_object(control_plane, "kubeserial", long_name, namespace=NAMESPACE) or {}).get("status"),
+        timeout=15,
+        message="its status written",
+    )
+    assert status == {"observedGeneration": 1, "serialDevices": 0}, status
+    assert device(control_plane, device_name) is None
+    # Nothing else breaks: the next KubeSerial gets its device; nothing was retried meanwhile.
+    apply_object(control_plane, kubeserial_object(other, [{**entries[0], "name": other_device}]))
+    wait_exists(control_plane, "serialdevice", other_device)
+    assert (controller.metric(RECONCILES, kind="KubeSerial", result="error") or 0.0) == errors_before
+    assert len(warning_messages(control_plane, long_name, "InvalidSpec", namespace=NAMESPACE)) == 1
+    assert device(control_plane, device_name) is None
+    control_plane.kubectl("delete", "kubeserial", long_name, other, "-n", NAMESPACE)
+    wait_gone(control_plane, "serialdevice", other_device)
+
+
+def test_a_second_kubeserial_declaring_the_same_device_is_told_whose_it_is(
+    controller: RunningService, control_plane: ControlPlane
+) -> None:
+    first, second, shared = unique("first"), unique("second"), unique("shared")
+    apply_object(
+        control_plane, kubeserial_object(first, [{"name": shared, "idVendor": "0403", "idProduct": "6001"}])
+    )
+    owned = wait_exists(control_plane, "serialdevice", shared)
+    assert owned["metadata"]["labels"][c.KUBESERIAL_LABEL] == f"{NAMESPACE}.{first}"
+    apply_object(
+        control_plane, kubeserial_object(second, [{"name": shared, "idVendor": "10c4", "idProduct": "ea60"}])
+    )
+    found = wait_for(
+        lambda: warning_messages(control_plane, second, "SerialDeviceConflict", namespace=NAMESPACE),
+        timeout=15,
+        message="a SerialDeviceConflict Warning Event on the second KubeSerial",
+    )
+    assert isinstance(found, list)
+    assert found == [
+        f"SerialDevice {shared} already exists, belongs to KubeSerial {NAMESPACE}.{first}; left alone"
+    ]
+    wait_for(
+        lambda: (
+            (
+                (get_object(control_plane, "kubeserial", second, namespace=NAMESPACE) or {}).get("status")
+                or {}
+            ).get("serialDevices")
+            == 0
+        ),
+        timeout=15,
+        message="the second KubeSerial owns no device",
+    )
+    kept = device(control_plane, shared)
+    assert kept is not None and kept["metadata"]["uid"] == owned["metadata"]["uid"]
+    assert (kept["spec"]["idVendor"], kept["spec"]["idProduct"]) == ("0403", "6001")
+    assert kept["metadata"]["labels"][c.KUBESERIAL_LABEL] == f"{NAMESPACE}.{first}"
+    # Deleting the second leaves the first's device; deleting the first removes it.
+    control_plane.kubectl("delete", "kubeserial", second, "-n", NAMESPACE)
+    wait_gone(control_plane, "kubeserial", second, namespace=NAMESPACE)
+    still = device(control_plane, shared)
+    assert still is not None and still["metadata"]["uid"] == owned["metadata"]["uid"]
+    control_plane.kubectl("delete", "kubeserial", first, "-n", NAMESPACE)
+    wait_gone(control_plane, "serialdevice", shared)
+
+
+def test_a_manager_config_of_1_mib_is_refused_by_name(
+    controller: RunningService, control_plane: ControlPlane, live_node: str
+) -> None:
+    """1 MiB of config plus its key is more than a ConfigMap holds: the request says so, naming
+    spec.config and the limit, one Warning Event, no retries; a smaller config is served."""
+    name, manager = unique("bigcfg"), unique("bigmgr")
+    manager_obj = seed_manager(manager)
+    manager_obj["spec"]["config"] = "x" * (1024 * 1024)
+    # create, not apply: apply would copy the whole object into an annotation (256 KiB at most)
+    control_plane.kubectl("create", "-f", "-", input=json.dumps(manager_obj))
+    entries = [{"name": name, "idVendor": "0403", "idProduct": "6001", "manager": manager}]
+    kubeserial = unique("bigks")
+    apply_object(control_plane, kubeserial_object(kubeserial, entries))
+    wait_exists(control_plane, "serialdevice", name)
+    write_monitor_status(control_plane, name, node=live_node, available=True)
+    request_name = manager_request_name(name, manager)
+    wait_exists(control_plane, "msr", request_name)
+
+    def message() -> str | None:
+        status = (get_object(control_plane, "msr", request_name) or {}).get("status") or {}
+        return status.get("message")
+
+    found = wait_for(message, timeout=30, message="the request's status says why")
+    assert isinstance(found, str) and f"Manager {manager} is invalid: spec.config is 1048576 bytes" in found
+    assert "holds at most 1048576 bytes" in found, found
+    warnings = wait_for(
+        lambda: warning_messages(control_plane, request_name, "InvalidManager"),
+        timeout=30,
+        message="an InvalidManager Warning Event",
+    )
+    time.sleep(3)  # a retried failure would back off and run again within this time
+    assert warnings == warning_messages(control_plane, request_name, "InvalidManager")
+    assert warning_messages(control_plane, request_name, "ReconcileFailed") == []
+    assert get_object(control_plane, "configmap", request_name, namespace=NAMESPACE) is None
+    # Nothing else broke: the device keeps its gateway; a config that fits is served.
+    wait_exists(control_plane, "deployment", gateway_name(name), namespace=NAMESPACE)
+    small = {"spec": {"config": "x" * 1024}}
+    control_plane.kubectl("patch", "manager", manager, "--type=merge", "-p", json.dumps(small))
+    wait_for(lambda: message() is None, timeout=30, message="the message cleared")
+    wait_exists(control_plane, "configmap", request_name, namespace=NAMESPACE)
     control_plane.kubectl("delete", "kubeserial", kubeserial, "-n", NAMESPACE)
     control_plane.kubectl("delete", "manager", manager)

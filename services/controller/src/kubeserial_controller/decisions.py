@@ -9,13 +9,43 @@ from typing import Any
 
 from kubeserial_common.core import constants as c
 from kubeserial_common.core.conditions import ConditionUpdate, get_condition
-from kubeserial_common.core.names import monitor_lease_name
+from kubeserial_common.core.names import kubeserial_label_value, monitor_lease_name
 from kubeserial_common.core.vocabulary import ALL_CHECKS_PASSED, MANAGER_NOT_AVAILABLE, NODE_LOST
 from kubeserial_common.runtime.leases import lease_expiry, parse_time
 
 # Reasons the controller writes (the monitor and gateway own the others).
 
 Obj = Mapping[str, Any]
+
+
+LABEL_VALUE_MAX = 63  # Kubernetes' limit on a label value
+CONFIGMAP_MAX_BYTES = 1024 * 1024  # the apiserver's limit on a ConfigMap's data: keys and values
+
+
+def kubeserial_label_problem(namespace: str, name: str) -> str | None:
+    """Why a KubeSerial's SerialDevices cannot carry its label `<namespace>.<name>`, or None."""
+    value = kubeserial_label_value(namespace, name)
+    if len(value) <= LABEL_VALUE_MAX:
+        return None
+    return (
+        f"metadata.name is too long: the SerialDevices of a KubeSerial are labelled"
+        f" {c.KUBESERIAL_LABEL}=<namespace>.<name>, {len(value)} characters here, and a label value"
+        f" holds at most {LABEL_VALUE_MAX}; in namespace {namespace} a KubeSerial name may have at most"
+        f" {LABEL_VALUE_MAX - len(namespace) - 1} characters. No SerialDevice was created"
+    )
+
+
+def manager_config_problem(config: str | None, *, key: str) -> str | None:
+    """Why a Manager's spec.config cannot be its ConfigMap (data key `key`), or None."""
+    if config is None:
+        return None
+    size = len(config.encode())
+    if size + len(key.encode()) <= CONFIGMAP_MAX_BYTES:
+        return None
+    return (
+        f"spec.config is {size} bytes; its ConfigMap (data key {key!r}) holds at most"
+        f" {CONFIGMAP_MAX_BYTES} bytes of keys and values"
+    )
 
 
 def conditions_of(obj: Obj) -> list[Mapping[str, Any]]:

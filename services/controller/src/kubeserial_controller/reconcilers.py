@@ -28,6 +28,7 @@ from kubeserial_controller.apply import Applier
 from kubeserial_controller.desired import (
     DEFAULT_SCRAPER_LABELS,
     Images,
+    config_key,
     desired_gateway_deployment,
     desired_gateway_network_policy,
     desired_gateway_service,
@@ -97,6 +98,9 @@ class Reconcilers:
         self.settings = settings
         self.wake_device = wake_device
         self.binder: Any = None  # kubeserial_controller.binder.Binder, set by the Controller
+        # KubeSerial -> the generation whose problems were reported: the key can run again before
+        # the cache shows our status write (observedGeneration), and must not report them twice.
+        self._reported: dict[KubeSerialKey, int | None] = {}
 
     async def _event(
         self, obj: Mapping[str, Any], kind: str, *, reason: str, message: str, warning: bool = False
@@ -122,6 +126,7 @@ class Reconcilers:
         namespace, name = key
         ks = self.world.kubeserial(namespace, name)
         if ks is None:
+            self._reported.pop(key, None)
             # Gone without our finalizer running (removed by hand, or deleted while no controller
             # ran): its devices would otherwise stay forever.
             for orphan in self.world.devices_of(namespace, name):
@@ -149,14 +154,28 @@ class Reconcilers:
             remaining = [f for f in finalizers if f != c.KUBESERIAL_FINALIZER]
             await self._patch_finalizers(ks, remaining)
             return None
+        generation = meta.get("generation")
+        # Problems are reported (Warning Events) once per generation of the spec.
+        report = generation_unobserved(ks) and self._reported.get(key, -1) != generation
+        label_problem = d.kubeserial_label_problem(namespace, name)
+        if label_problem is not None:
+            # No SerialDevice could carry the label: say so once per generation, and retry nothing.
+            if report:
+                await self._event(
+                    ks, "KubeSerial", reason=v.INVALID_SPEC, message=label_problem, warning=True
+                )
+                await self._write_kubeserial_status(ks, devices=len(owned))
+                self._reported[key] = generation
+            return None
         if c.KUBESERIAL_FINALIZER not in finalizers:
             await self._patch_finalizers(ks, [*finalizers, c.KUBESERIAL_FINALIZER])
         try:
             spec = KubeSerial.model_validate(ks).spec
         except ValidationError as exc:
-            if generation_unobserved(ks):
+            if report:
                 await self._event(ks, "KubeSerial", reason=v.INVALID_SPEC, message=str(exc), warning=True)
                 await self._write_kubeserial_status(ks, devices=len(owned))
+                self._reported[key] = generation
             return None
         label = kubeserial_label_value(namespace, name)
         wanted = {entry.name for entry in spec.serial_devices}
@@ -165,7 +184,7 @@ class Reconcilers:
             current = self.world.device(entry.name)
             holder = ((current or {}).get("metadata", {}).get("labels") or {}).get(c.KUBESERIAL_LABEL)
             if current is not None and holder != label:
-                if generation_unobserved(ks):
+                if report:
                     owner = f"KubeSerial {holder}" if holder else "someone else"
                     await self._event(
                         ks,
@@ -196,6 +215,8 @@ class Reconcilers:
                     message=f"deleted SerialDevice {device_name}: no longer listed",
                 )
         await self._write_kubeserial_status(ks, devices=managed)
+        if report:
+            self._reported[key] = generation
         return None
 
     async def _patch_finalizers(self, ks: Obj, finalizers: list[str]) -> None:
@@ -436,6 +457,14 @@ class Reconcilers:
             raise PermanentError(
                 v.INVALID_MANAGER, f"Manager {spec.get('manager')} is invalid: {exc}"
             ) from exc
+        if manager_spec.config_path:
+            config_problem = d.manager_config_problem(
+                manager_spec.config, key=config_key(manager_spec.config_path)
+            )
+            if config_problem is not None:
+                raise PermanentError(
+                    v.INVALID_MANAGER, f"Manager {spec.get('manager')} is invalid: {config_problem}"
+                )
         kubeserial = self.world.kubeserial_of(device)
         ingress = None
         if kubeserial is not None:
