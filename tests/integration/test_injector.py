@@ -37,7 +37,8 @@ WEBHOOK_CONFIG = "kubeserial-injector"
 TLS_SECRET = "kubeserial-injector-tls"
 BRIDGE_IMAGE = "registry.test/kubeserial/gateway:test"
 NO_UID_WARNING = (
-    "no runAsUser set: the tty bridge runs as its image's user; set runAsUser if the app runs as another user"
+    "no runAsUser set: the tty bridge runs as root (no capabilities) like an image that runs as root;"
+    " set runAsUser if the app runs as another user"
 )
 SUFFIX = uuid.uuid4().hex[:6]
 APPS = f"injector-apps-{SUFFIX}"
@@ -291,6 +292,26 @@ def test_bad_annotations_are_denied_with_a_reason(control_plane: ControlPlane, i
     bad_mode = {c.INJECT_ANNOTATION: READY_DEVICE, c.INJECT_MODE_ANNOTATION: "magic"}
     out = kubectl_create(control_plane, pod_manifest("badmode", bad_mode))
     assert out.returncode != 0 and "'magic' is not one of tty, url" in out.stderr, out.stderr
+
+
+def test_an_annotation_naming_100_devices_is_denied_and_nothing_else_breaks(
+    control_plane: ControlPlane, injector: Injector
+) -> None:
+    names = ",".join(f"dev{i}-{SUFFIX}" for i in range(100))
+    denied_before = injector.metric("kubeserial_injector_admissions_total", outcome="denied")
+    out = kubectl_create(control_plane, pod_manifest("hundred", {c.INJECT_ANNOTATION: names}))
+    assert out.returncode != 0
+    assert f"annotation {c.INJECT_ANNOTATION} names 100 devices; at most 16" in out.stderr, out.stderr
+    assert control_plane.kubectl("get", "pod", "hundred", "-n", APPS, check=False).returncode != 0
+    assert injector.metric("kubeserial_injector_admissions_total", outcome="denied") == denied_before + 1
+    # The injector is fine: the next pod is admitted and injected.
+    assert injector.proc is not None and injector.proc.poll() is None
+    ok = kubectl_create(control_plane, pod_manifest("after-hundred", {c.INJECT_ANNOTATION: READY_DEVICE}))
+    assert ok.returncode == 0, ok.stderr
+    assert (
+        get_pod(control_plane, "after-hundred")["metadata"]["annotations"][c.INJECTED_ANNOTATION]
+        == READY_DEVICE
+    )
 
 
 def test_url_mode_adds_env_only(control_plane: ControlPlane, injector: Injector) -> None:
