@@ -36,7 +36,7 @@ EXPECTED_USER = {
     "controller": "65532:65532",
     "injector": "65532:65532",
     "monitor": "65534:65534",
-    "gateway": "0:0",
+    "gateway": "65532:65532",  # the bridge's default; `serve` runs as root by its Deployment
 }
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -119,7 +119,9 @@ def test_help_exits_zero(docker: Docker, images: BuiltImages, service: str) -> N
 
 def test_gateway_serves_a_pty_in_a_container(docker: Docker, images: BuiltImages, tmp_path: Path) -> None:
     """The device is a pty whose master the test holds; it reaches the container as a bind mount
-    (--device does not work for ptys)."""
+    (--device does not work for ptys), read-only, in a read-only root filesystem, as root: how the
+    controller's gateway Deployment runs it (read-only /dev from the host; test_desired pins it). A
+    device node opens read-write on a read-only mount."""
     master, slave = os.openpty()
     raw_port = free_port()
     serve = ["serve", "--device", "/dev/ttyUSB0", "--raw-port", str(raw_port)]
@@ -130,7 +132,13 @@ def test_gateway_serves_a_pty_in_a_container(docker: Docker, images: BuiltImages
                 docker,
                 images.services["gateway"],
                 serve,
-                options=["--network=host", "-v", f"{os.ttyname(slave)}:/dev/ttyUSB0"],
+                options=[
+                    "--network=host",
+                    "--user=0:0",
+                    "--read-only",
+                    "-v",
+                    f"{os.ttyname(slave)}:/dev/ttyUSB0:ro",
+                ],
                 log_path=tmp_path / "gateway.log",
             ),
             socket.create_connection(("127.0.0.1", raw_port), timeout=10) as client,

@@ -144,6 +144,7 @@ def test_gateway_arm64_serves_a_pty(docker: Docker, images: BuiltImages, tmp_pat
                 options=[
                     "--network=host",
                     "--platform=linux/arm64",
+                    "--user=0:0",  # `serve` runs as root by its Deployment; the image's default is 65532
                     "-v",
                     f"{os.ttyname(slave)}:/dev/ttyUSB0",
                 ],

@@ -22,6 +22,7 @@ import pytest
 
 from kubeserial_common.core import gatewayargs as ga
 from kubeserial_common.core.podspec import (
+    BRIDGE_IMAGE_UID,
     LINKS_VOLUME,
     BridgeSettings,
     DeviceLink,
@@ -114,10 +115,17 @@ def app_container(
 
 @pytest.mark.parametrize(
     "pod_security",
-    [{"runAsUser": 1000, "runAsGroup": 1000}, {}, {"capabilities": {"drop": ["ALL"]}}],
-    # The last: a root app without capabilities opens a root bridge's pty only because the bridge
-    # holds none either (its capabilities must be a subset of the opener's).
-    ids=["app-uid-1000", "image-default-users", "root-app-without-capabilities"],
+    [
+        {"runAsUser": 1000, "runAsGroup": 1000},
+        {},
+        {"capabilities": {"drop": ["ALL"]}},
+        {"runAsNonRoot": True},
+    ],
+    # {}: nothing says the app is not root, so the bridge runs as root (the image's default is 65532).
+    # The third: a root app without capabilities opens a root bridge's pty only because the bridge
+    # holds none either (its capabilities must be a subset of the opener's). The last: runAsNonRoot
+    # and no uid: the bridge runs as its image's user (65532) and so does the app's image here.
+    ids=["app-uid-1000", "image-default-users", "root-app-without-capabilities", "non-root-images"],
 )
 def test_app_without_python_or_socat_uses_the_injected_tty(
     docker: Docker, images: BuiltImages, tmp_path: Path, pod_security: dict[str, int]
@@ -150,7 +158,14 @@ def test_app_without_python_or_socat_uses_the_injected_tty(
                 docker,
                 images.services["gateway"],
                 gateway_args,
-                options=["--network=host", "-v", f"{os.ttyname(slave)}:/dev/ttyUSB0"],
+                # As the gateway Deployment runs it: root, read-only root filesystem and /dev.
+                options=[
+                    "--network=host",
+                    "--user=0:0",
+                    "--read-only",
+                    "-v",
+                    f"{os.ttyname(slave)}:/dev/ttyUSB0:ro",
+                ],
                 log_path=tmp_path / "gateway.log",
             ) as gateway,
             running_container(
@@ -168,8 +183,21 @@ def test_app_without_python_or_socat_uses_the_injected_tty(
         ):
             wait_healthy(docker, gateway, gateway_health, "/readyz")
             wait_healthy(docker, bridge_name, bridge_health, bridge["startupProbe"]["httpGet"]["path"])
+            if pod_security == {"runAsNonRoot": True}:
+                # No uid anywhere: the bridge runs as its image's default user, never root...
+                assert "runAsUser" not in bridge["securityContext"]
+                uid = docker(
+                    "exec", bridge_name, "python", "-c", "import os; print(os.getuid())"
+                ).stdout.strip()
+                assert uid == str(BRIDGE_IMAGE_UID)
             app_options = [
                 f"--pid=container:{bridge_name}",
+                # ...and the app's image has the same non-root user (as distroless 'nonroot' images do).
+                *(
+                    ["--user", f"{BRIDGE_IMAGE_UID}:{BRIDGE_IMAGE_UID}"]
+                    if pod_security == {"runAsNonRoot": True}
+                    else []
+                ),
                 *security_options(app),
                 *env_options(app),
                 *mount_options(app, volumes),

@@ -71,9 +71,15 @@ def test_gateway_deployment_follows_the_contract() -> None:
     }
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["securityContext"] == {"privileged": True}
+    # Privileged for the device cgroup, root for root:dialout ttys; nothing written anywhere.
+    assert container["securityContext"] == {
+        "privileged": True,
+        "runAsUser": 0,
+        "runAsGroup": 0,
+        "readOnlyRootFilesystem": True,
+    }
     assert container["resources"]["limits"]["memory"]
-    assert {"name": "dev", "mountPath": "/dev"} in container["volumeMounts"]
+    assert {"name": "dev", "mountPath": "/dev", "readOnly": True} in container["volumeMounts"]
     assert pod["volumes"] == [{"name": "dev", "hostPath": {"path": "/dev", "type": "Directory"}}]
     selector = spec["selector"]["matchLabels"]
     assert selector.items() <= spec["template"]["metadata"]["labels"].items()
@@ -151,6 +157,17 @@ def test_manager_objects_mount_the_config_and_connect_the_device() -> None:
     assert pod["shareProcessNamespace"] is True
     assert pod["automountServiceAccountToken"] is False, "the manager app gets no API token"
     assert any(m["mountPath"] == "/dev/serial" for m in manager["volumeMounts"])
+    # No privileges the app does not need, and a memory limit (issue 17).
+    assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+    assert manager["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+    }
+    assert manager["resources"]["limits"] == {"memory": w.MANAGER_MEMORY_LIMIT}
+    # The app may run as its image's root: so does its bridge, without capabilities.
+    assert bridge["securityContext"]["runAsUser"] == 0 and bridge["securityContext"]["capabilities"] == {
+        "drop": ["ALL"]
+    }
     assert objects["Service"]["spec"]["ports"] == [
         {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
     ]

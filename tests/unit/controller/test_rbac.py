@@ -88,8 +88,24 @@ def test_bindings_name_the_controller_service_account() -> None:
     assert {(b["kind"], b["roleRef"]["name"]) for b in bindings} == {
         ("ClusterRoleBinding", "kubeserial-controller"),
         ("RoleBinding", "kubeserial-controller"),
+        ("RoleBinding", "kubeserial-controller-events"),
     }
     for binding in bindings:
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "kubeserial-controller", "namespace": "kubeserial"}
         ]
+
+
+def test_events_are_granted_per_namespace_never_cluster_wide() -> None:
+    """Events go to "default" (cluster-scoped objects) and to kubeserial (KubeSerials there): the
+    events ClusterRole is bound by RoleBindings in those two namespaces, by no ClusterRoleBinding."""
+    docs = documents()
+    (main,) = [
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "kubeserial-controller"
+    ]
+    assert all("events" not in rule["resources"] for rule in main["rules"])
+    bindings = [d for d in docs if d.get("roleRef", {}).get("name") == "kubeserial-controller-events"]
+    assert {(b["kind"], b["metadata"]["namespace"]) for b in bindings} == {
+        ("RoleBinding", "default"),
+        ("RoleBinding", "kubeserial"),
+    }

@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from kubeserial_common.core.podspec import (
+    BRIDGE_IMAGE_UID,
     LINKS_MOUNT,
     LINKS_VOLUME,
     BridgeSettings,
@@ -152,10 +153,27 @@ def test_bridge_identity_follows_pod_and_first_container() -> None:
     assert any("side" in w and "runAsUser=1001" in w for w in result.warnings)
 
 
-def test_unknown_uid_warns() -> None:
+def test_unknown_uid_warns_and_the_bridge_runs_as_root_like_most_images() -> None:
+    """Nothing says the app is not root: the bridge runs as root (no capabilities), not as its
+    image's default user 65532, since only the app's own uid may open its tty."""
     result = connect_pod_spec(pod_spec(), [tty("x")], settings=SETTINGS)
-    assert any("runAsUser" in w for w in result.warnings)
-    assert "runAsUser" not in result.spec["initContainers"][0]["securityContext"]
+    assert any("runs as root" in w for w in result.warnings)
+    security = result.spec["initContainers"][0]["securityContext"]
+    assert (security["runAsUser"], security["runAsGroup"]) == (0, 0)
+    assert security["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_run_as_non_root_without_a_uid_runs_the_bridge_as_its_image_user() -> None:
+    """A pod that says runAsNonRoot and no uid: the bridge starts as its image's non-root user
+    (before issue 17 the image's user was root and the kubelet refused to start it)."""
+    for spec in (
+        pod_spec(securityContext={"runAsNonRoot": True}),
+        pod_spec({"name": "app", "image": "x", "securityContext": {"runAsNonRoot": True}}),
+    ):
+        result = connect_pod_spec(spec, [tty("x")], settings=SETTINGS)
+        security = result.spec["initContainers"][0]["securityContext"]
+        assert "runAsUser" not in security
+        assert any(f"uid {BRIDGE_IMAGE_UID}" in w for w in result.warnings)
 
 
 @pytest.mark.parametrize(

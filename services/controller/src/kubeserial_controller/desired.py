@@ -30,6 +30,9 @@ Obj = Mapping[str, Any]
 GATEWAY_SERVICE_ACCOUNT = "kubeserial-gateway"
 GATEWAY_HEALTH_PORT = 8080
 MANAGER_HTTP_PORT = 80  # the original KubeSerial served every manager on port 80
+# A manager is a user's application (OctoPrint peaks at a few hundred MiB); the limit only keeps a
+# runaway one from taking the node's memory.
+MANAGER_MEMORY_LIMIT = "1Gi"
 CONFIG_HASH_ANNOTATION = f"{c.GROUP}/config-hash"
 # Who may read a gateway's /healthz, /readyz and /metrics besides the kubelet (whose probes come from
 # the node, which NetworkPolicies do not restrict): pods labelled like the Prometheus of the
@@ -153,10 +156,21 @@ def desired_gateway_deployment(
         "readinessProbe": ready_probe,
         # Peak RSS of a gateway (bench/bench_gateway.py): ~30 MiB with its status writer.
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
-        # A hot-plugged tty is not in the container's device cgroup unless the container is
-        # privileged; /dev from the host makes the node's current device nodes visible.
-        "securityContext": {"privileged": True},
-        "volumeMounts": [{"name": "dev", "mountPath": "/dev"}],
+        # privileged: a hot-plugged tty is not in the container's device cgroup (the kubelet fixes a
+        # container's device rules when it starts it, and the pod API has no way to allow "whatever
+        # char device appears later": only privileged containers get every device). Root (the image's
+        # default user is 65532 for the bridge): the node's tty is root:dialout and dialout's gid
+        # differs between distributions. Nothing is written: the root filesystem and the host /dev
+        # are mounted read-only (a device node opens read-write on a read-only mount; only creating
+        # or changing files there is refused). The gateway opens nothing but a USB serial tty of
+        # the node (kubeserial_gateway.usbtty).
+        "securityContext": {
+            "privileged": True,
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "readOnlyRootFilesystem": True,
+        },
+        "volumeMounts": [{"name": "dev", "mountPath": "/dev", "readOnly": True}],
     }
     return {
         "apiVersion": r.DEPLOYMENT.api_version,
@@ -303,12 +317,24 @@ def manager_pod_spec(
         "image": f"{manager.image.repository}:{manager.image.tag}",
         "command": ["/bin/sh", "-c", manager.run_cmd],
         "ports": [{"name": "http", "containerPort": MANAGER_HTTP_PORT, "protocol": "TCP"}],
-        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "64Mi"},
+            "limits": {"memory": MANAGER_MEMORY_LIMIT},
+        },
+        # Whatever the app's image, no privilege it does not need: no new privileges (setuid),
+        # no capabilities but binding port 80 (the contract's port, which a root app needs it
+        # for), the runtime's seccomp profile. The uid is the image's: a manager image may run as
+        # root (the original README's OctoPrint does); root without capabilities owns only its files.
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+        },
     }
     # The manager app needs no Kubernetes API access: no token in its pods.
     pod: dict[str, Any] = {
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
     }
     if config_map is not None and manager.config_path:

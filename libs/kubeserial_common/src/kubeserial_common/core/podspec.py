@@ -26,6 +26,7 @@ from kubeserial_common.core.gatewayargs import BridgeArgs
 from kubeserial_common.core.names import device_env, env_prefix, rfc2217_url
 
 DEFAULT_BRIDGE_IMAGE: Final = "kubeserial/gateway:latest"
+BRIDGE_IMAGE_UID: Final = 65532  # the gateway image's default user (services/gateway/Dockerfile)
 LINKS_VOLUME: Final = "kubeserial-links"
 LINKS_MOUNT: Final = "/kubeserial/links"  # where the bridge writes its links
 DEFAULT_TTY_DIR: Final = "/dev/serial"
@@ -303,12 +304,27 @@ def _bridge_identity(
     if isinstance(main_security, dict) and main_security.get("runAsNonRoot") is True:
         # Pod Security "restricted" wants it on every container; the pod-level one is inherited.
         chosen = {**chosen, "runAsNonRoot": True}
-    if "runAsUser" not in chosen:
+    if "runAsUser" in chosen:
+        return chosen
+    if _asks_non_root(spec.get("securityContext")) or _asks_non_root(main_security):
+        # The app's image picks its (non-root) uid, which we cannot know: the bridge runs as its
+        # own image's non-root user (65532) and the app opens the tty only if it is that uid too.
         warnings.append(
-            "no runAsUser set: the tty bridge runs as its image's user;"
+            f"no runAsUser set: the tty bridge runs as its image's user (uid {BRIDGE_IMAGE_UID});"
             " set runAsUser if the app runs as another user"
         )
-    return chosen
+        return chosen
+    # Nothing says the app is not root, and most images run as root: so does the bridge (it holds
+    # no capabilities), since only the app's own uid may open it. The image's default is 65532.
+    warnings.append(
+        "no runAsUser set: the tty bridge runs as root (no capabilities) like an image that runs as"
+        " root; set runAsUser if the app runs as another user"
+    )
+    return {**chosen, "runAsUser": 0, "runAsGroup": chosen.get("runAsGroup", 0)}
+
+
+def _asks_non_root(security: Any) -> bool:
+    return isinstance(security, dict) and security.get("runAsNonRoot") is True
 
 
 def _describe(identity: Mapping[str, int]) -> str:
