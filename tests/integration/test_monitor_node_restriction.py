@@ -89,6 +89,18 @@ def monitors(
         yield identities
     finally:
         control_plane.kubectl("delete", "-k", str(POLICIES), "--ignore-not-found", check=False)
+        # The apiserver drops a deleted policy asynchronously; later modules in this session run
+        # monitors with unbound tokens.
+        wait_for(
+            lambda: (
+                identities["unbound"].run(
+                    "create", "--dry-run=server", "-f", "-", input=json.dumps(port("node-b"))
+                )[0]
+                == 0
+            ),
+            timeout=30,
+            message="the ValidatingAdmissionPolicy to be gone",
+        )
         control_plane.kubectl("delete", "serialports", "--all", check=False)
         # No kubelet finishes a graceful deletion here.
         control_plane.kubectl(
