@@ -27,12 +27,15 @@ lint: venv ## ruff, mypy (sources and tests) and the import-layer contracts.
 	$(VENV)/bin/mypy libs/*/src services/*/src tools/*/src tests
 	$(VENV)/bin/lint-imports
 
+lint-manifests: venv ## kube-score on every rendered overlay and the objects the controller creates (needs kubectl and Go once).
+	VENV=$(VENV) ./hack/lint-manifests.sh
+
 fmt: venv ## Format the code.
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
 ##@ Tests
-test: dev ## Everything CI runs: lint, manifest drift, unit, integration and e2e tests.
+test: dev ## Everything CI runs: lint, manifest lint and drift, unit, integration and e2e tests.
 	./hack/test.sh
 
 test-unit: venv ## Unit tests only (fast, no control plane).
@@ -76,4 +79,4 @@ images: dev ## Build the four service images for amd64 and arm64 in a local Dock
 e2e-kind: ## The e2e overlay on a kind cluster (needs Docker, kind and a kindest/node image).
 	./hack/e2e-kind.sh
 
-.PHONY: demo-real test-real help dev venv manifests lint fmt test test-unit test-e2e bench soak demo demo-hold cluster-up cluster-down images e2e-kind
+.PHONY: demo-real test-real help dev venv manifests lint lint-manifests fmt test test-unit test-e2e bench soak demo demo-hold cluster-up cluster-down images e2e-kind

@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 ./hack/install-system-deps.sh
 ./hack/venv.sh
 ./hack/build-control-plane.sh >/dev/null
+./hack/build-kube-score.sh >/dev/null  # `make lint-manifests` (hack/test.sh runs it)

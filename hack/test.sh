@@ -8,6 +8,7 @@ VENV="${VENV:-.venv}"
 "$VENV/bin/mypy" libs/*/src services/*/src tests
 "$VENV/bin/lint-imports"  # layer contracts: .importlinter
 "$VENV/bin/python" -m kubeserial_common.crdgen --out deploy/kustomize/base/crd --check
+VENV="$VENV" ./hack/lint-manifests.sh  # kube-score on the rendered overlays (README: Manifest lint)
 # -p no:cacheprovider keeps a clean clone clean; --junitxml gives CI a record of what ran.
 # real_story (tests/e2e/test_real_story.py) is deselected until it passes: `make test-real` runs it.
 "$VENV/bin/python" -m pytest tests -m "not real_story" -p no:cacheprovider --junitxml="${JUNIT_XML:-/tmp/kubeserial-junit.xml}" "$@"
