@@ -325,3 +325,62 @@ def test_slow_device_gets_backpressure_not_unbounded_memory(gateway: Gateway, de
         received = device.read(sent, timeout=60)
         assert len(received) == sent
         assert received == (pattern * (sent // len(pattern) + 1))[:sent]
+
+
+def subnegotiation(command: int, payload: bytes) -> bytes:
+    """IAC SB COM-PORT-OPTION <command> <payload, IAC doubled> IAC SE."""
+    return b"\xff\xfa\x2c" + bytes([command]) + payload.replace(b"\xff", b"\xff\xff") + b"\xff\xf0"
+
+
+def send_for(sock: socket.socket, data: bytes, *, seconds: float) -> int:
+    """Send as much of `data` as the peer takes within `seconds` (non-blocking); bytes sent."""
+    sock.setblocking(False)
+    sent, deadline = 0, time.monotonic() + seconds
+    try:
+        while sent < len(data) and time.monotonic() < deadline:
+            _, writable, _ = select.select([], [sock], [], 0.05)
+            if writable:
+                with contextlib.suppress(BlockingIOError):
+                    sent += sock.send(data[sent : sent + 65536])
+    finally:
+        sock.setblocking(True)
+    return sent
+
+
+def test_subnegotiation_floods_end_cleanly_and_break_nothing(gateway: Gateway, device: PtyDevice) -> None:
+    """20,000 oversized subnegotiations are each dropped and counted (five logged) and the session
+    carries on; 500,000 RFC 2217 requests (each answered, each costing the gateway work) end the
+    session with one clear log line; the gateway stays healthy and the next session works."""
+    rss_before = gateway.rss_kib()
+    errors_before = gateway.metric("kubeserial_gateway_protocol_errors_total")
+    oversized = subnegotiation(0, b"A" * 1000)  # a 1000-byte "signature": MAX_SUBNEGOTIATION is 256
+    with socket.create_connection(("127.0.0.1", gateway.rfc2217_port), timeout=10) as client:
+        client.sendall(oversized * 20_000)  # 20 MB: read and dropped as it comes
+        client.sendall(b"after-oversized")
+        assert device.read(len(b"after-oversized"), timeout=30) == b"after-oversized"
+        assert gateway.metric("kubeserial_gateway_protocol_errors_total") == errors_before + 20_000
+        dropped = [line for line in gateway.log().splitlines() if "malformed telnet/RFC 2217 input" in line]
+        assert len(dropped) == 5, "five logged per session, the rest only counted"
+        assert "longer than 256 bytes dropped" in dropped[0]
+
+        requests = subnegotiation(1, (9600).to_bytes(4, "big")) + subnegotiation(0, b"")  # each answered
+        flood = requests * 250_000
+        with contextlib.suppress(OSError):
+            send_for(client, flood, seconds=10)
+        assert closed_by_peer(client, timeout=10), "the flooding session was not ended"
+    floods = [line for line in gateway.log().splitlines() if "RFC 2217 request flood" in line]
+    assert len(floods) == 1 and '"level": "warning"' in floods[0], floods
+    assert gateway.metric("kubeserial_gateway_request_floods_total") == 1
+    assert len([line for line in gateway.log().splitlines() if "baud rate set by client" in line]) <= 1
+    wait_for(lambda: gateway.metric("kubeserial_gateway_session_open") == 0, message="session over")
+    assert gateway.http_status("/healthz") == 200 and gateway.ready()
+    assert gateway.rss_kib() - rss_before < 16 * 1024
+    # The next session, a real RFC 2217 client (a few requests as it opens), works both ways.
+    port = serial.serial_for_url(gateway.rfc2217_url, baudrate=38400, timeout=10)
+    try:
+        port.write(b"next session")
+        assert device.read(len(b"next session")) == b"next session"
+        device.write(b"to the client")
+        assert port.read(len(b"to the client")) == b"to the client"
+    finally:
+        port.close()

@@ -56,6 +56,11 @@ class GatewayMetrics:
             "Malformed telnet/RFC 2217 sequences from clients, dropped",
             registry=registry,
         )
+        self.floods = Counter(
+            "kubeserial_gateway_request_floods",
+            "Sessions closed for sending telnet subnegotiations faster than the request budget",
+            registry=registry,
+        )
         self.port_requests = Counter(
             "kubeserial_gateway_port_requests",
             "RFC 2217 port requests handled",

@@ -208,6 +208,7 @@ class _Endpoint(Generic[E]):
     def __init__(self) -> None:
         self._parser = TelnetParser()
         self._options = OptionNegotiator(local=_SUPPORTED_OPTIONS, remote=_SUPPORTED_OPTIONS)
+        self.subnegotiations = 0  # received so far, of any option (the I/O shell budgets them)
 
     def greeting(self) -> bytes:
         return self._options.request_all()
@@ -225,11 +226,13 @@ class _Endpoint(Generic[E]):
             elif isinstance(event, Command):
                 self._command(event.code, events)
             elif event.option == COM_PORT_OPTION:
+                self.subnegotiations += 1
                 if event.payload:
                     self._com_port(event.payload[0], event.payload[1:], events, out)
                 else:
                     events.append(cast(E, ProtocolError("COM-PORT-OPTION subnegotiation without a command")))
-            # other subnegotiations are for options we refused: ignored, as RFC 855 allows
+            else:
+                self.subnegotiations += 1  # for options we refused: ignored, as RFC 855 allows
         return events, bytes(out)
 
     def _negotiated(self, events: list[E]) -> None:

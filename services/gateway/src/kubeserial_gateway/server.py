@@ -26,7 +26,7 @@ from kubeserial_gateway.rfc2217 import (
     Rfc2217Server,
     SendBreak,
 )
-from kubeserial_gateway.sessions import Verdict, admission, describe_peer
+from kubeserial_gateway.sessions import RequestBudget, Verdict, admission, describe_peer
 from kubeserial_gateway.telnet import Data, ProtocolError
 from kubeserial_gateway.usbtty import NotUsbSerialTty
 
@@ -145,6 +145,8 @@ class Rfc2217Connection(RawConnection):
         super().__init__(gateway)
         self.server = Rfc2217Server(signature=SIGNATURE)
         self.protocol_errors = 0
+        self.baud_logged: int | None = None
+        self.budget = RequestBudget()
 
     def start(self) -> None:
         assert self.transport is not None
@@ -156,7 +158,21 @@ class Rfc2217Connection(RawConnection):
         assert self.transport is not None
         self.last_activity = self.gateway.now()
         self.bytes_in += len(data)
+        before = self.server.subnegotiations
         events, reply = self.server.receive(data)
+        sent = self.server.subnegotiations - before
+        if sent and not self.budget.spend(sent, now=self.last_activity):
+            log.warning(
+                "RFC 2217 request flood; closing the session",
+                peer=self.peer,
+                requests=self.server.subnegotiations,
+                allowed_per_second=self.budget.per_second,
+                burst=self.budget.burst,
+            )
+            self.gateway.metrics.floods.inc()
+            self.gateway.end_session(self, reason="request flood")
+            self.close()
+            return
         if reply:
             self.transport.write(reply)
         device = self.gateway.device
@@ -168,7 +184,9 @@ class Rfc2217Connection(RawConnection):
                 value = device.handle_request(event.command, event.value)
                 if value is not None:
                     self.transport.write(self.server.reply(event.command, value))
-                if event.command == Cmd.SET_BAUDRATE and event.value:
+                if event.command == Cmd.SET_BAUDRATE and event.value and value != self.baud_logged:
+                    # Once per change: a client repeating the request must not flood the log.
+                    self.baud_logged = value
                     log.info("baud rate set by client", peer=self.peer, requested=event.value, now=value)
             elif isinstance(event, ModemStatePoll):
                 self.transport.write(self.server.modem_state(device.modem_lines(), poll=True))

@@ -1,5 +1,6 @@
 """Who may hold the device: one client session at a time. Pure decisions, no I/O."""
 
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -36,3 +37,25 @@ def describe_peer(peername: object, *, protocol: str) -> str:
     else:
         address = str(peername or "unknown")
     return f"{address} ({protocol})"
+
+
+@dataclass
+class RequestBudget:
+    """How many telnet subnegotiations (RFC 2217 requests, signature queries) a session may send: a
+    token bucket, `burst` at once and `per_second` after that. Real clients send a handful when they
+    open the port and a few per second after (settings, DTR/RTS, modem polls); a flood costs the
+    gateway CPU for every one and starves its other work (health, the device), so it ends the session."""
+
+    per_second: float = 500.0
+    burst: float = 5000.0
+    tokens: float = -1.0  # full at first use
+    last: float = 0.0
+
+    def spend(self, count: int, *, now: float) -> bool:
+        """Take `count`; False when the session has gone over its budget."""
+        if self.tokens < 0:
+            self.tokens, self.last = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.per_second)
+        self.last = now
+        self.tokens -= count
+        return self.tokens >= 0
