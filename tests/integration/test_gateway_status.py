@@ -186,3 +186,51 @@ def test_unreachable_apiserver_does_not_block_the_data_path(tmp_path: Path) -> N
         assert device.read(5) == b"works"
         wait_for(lambda: gw.metric("kubeserial_gateway_status_writes_total", result="failed") >= 2)
         assert gw.proc.poll() is None
+
+
+def test_a_serial_device_deleted_mid_session_breaks_nothing(
+    control_plane: ControlPlane, device_name: str, gateway: tuple[Gateway, PtyDevice]
+) -> None:
+    """The SerialDevice is deleted while a client holds a session: the session goes on both ways,
+    the gateway says once that the device is gone and keeps serving; when the device exists again
+    (a KubeSerial listing it makes it again), Free is written there."""
+    gw, device = gateway
+    with gw.raw_client() as client:
+        client.sendall(b"before")
+        assert device.read(6) == b"before"
+        wait_for(lambda: (free(control_plane, device_name) or ("",))[0] == "False", message="InUse")
+        control_plane.kubectl("delete", "serialdevice", device_name)
+        client.sendall(b"during")
+        assert device.read(6) == b"during"
+        device.write(b"back")
+        client.settimeout(10)
+        assert client.recv(4) == b"back"
+    # The session's end cannot be written: said once, counted, and nothing else changes.
+    wait_for(lambda: gw.metric("kubeserial_gateway_status_writes_total", result="missing") >= 2)
+    missing = [line for line in gw.log().splitlines() if "SerialDevice does not exist" in line]
+    assert len(missing) == 1 and device_name in missing[0], missing
+    assert gw.metric("kubeserial_gateway_status_writes_total", result="failed") == 0
+    assert gw.proc.poll() is None and gw.ready()
+    with gw.raw_client() as again:
+        again.sendall(b"next")
+        assert device.read(4) == b"next"
+    # Made again: Free is written on the new object.
+    control_plane.kubectl(
+        "create",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "app.kubeserial.com/v1alpha1",
+                "kind": "SerialDevice",
+                "metadata": {"name": device_name},
+                "spec": {"idVendor": "0403", "idProduct": "6001"},
+            }
+        ),
+    )
+    wait_for(
+        lambda: free(control_plane, device_name) == ("True", "NoSession", "no client session is open"),
+        timeout=45,
+        message="Free written on the device made again",
+    )
+    assert any("SerialDevice exists again" in line for line in gw.log().splitlines())

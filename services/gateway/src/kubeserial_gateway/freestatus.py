@@ -14,7 +14,7 @@ from typing import Any, Final
 from kubeserial_common.core.backoff import Backoff
 from kubeserial_common.core.conditions import ConditionUpdate
 from kubeserial_common.core.constants import SERIALDEVICES
-from kubeserial_common.core.errors import ApiError
+from kubeserial_common.core.errors import ApiError, NotFound
 from kubeserial_common.core.free import free_for_session
 from kubeserial_common.core.status import StatusObjects, conditions_patch, write_status
 from kubeserial_common.runtime.logs import get_logger
@@ -47,6 +47,7 @@ class FreeStatusWriter:
         self._dirty = asyncio.Event()
         self._idle = asyncio.Event()
         self._dirty.set()  # at start: clear an InUse left behind by a previous gateway
+        self._missing = False  # the SerialDevice was not found at the last write (logged once)
 
     def set(self, peer: str | None) -> None:
         self._desired = peer
@@ -68,6 +69,21 @@ class FreeStatusWriter:
                     self.device_name,
                     functools.partial(free_status_patch, peer=peer),
                 )
+            except NotFound:
+                # Deleted while this gateway runs (its Deployment goes with it, or the KubeSerial
+                # that lists it makes it again): sessions go on; say so once, write when it is back.
+                failures += 1
+                delay = RETRY_BACKOFF.delay(failures)
+                self.metrics.status_writes.labels("missing").inc()
+                if not self._missing:
+                    self._missing = True
+                    log.warning(
+                        "SerialDevice does not exist; the Free condition is written when it does",
+                        device=self.device_name,
+                    )
+                self._dirty.set()
+                await asyncio.sleep(delay)
+                continue
             except ApiError as exc:
                 failures += 1
                 delay = RETRY_BACKOFF.delay(failures)
@@ -82,6 +98,9 @@ class FreeStatusWriter:
                 await asyncio.sleep(delay)
                 continue
             failures = 0
+            if self._missing:
+                self._missing = False
+                log.info("SerialDevice exists again", device=self.device_name)
             self.metrics.status_writes.labels("written" if written is not None else "unchanged").inc()
             if written is not None:
                 log.info("Free condition written", device=self.device_name, in_use_by=peer)

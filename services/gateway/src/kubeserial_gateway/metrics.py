@@ -69,7 +69,7 @@ class GatewayMetrics:
         )
         self.status_writes = Counter(
             "kubeserial_gateway_status_writes",
-            "Writes of the SerialDevice Free condition: written, unchanged or failed",
+            "Writes of the SerialDevice Free condition: written, unchanged, missing (no device) or failed",
             ["result"],
             registry=registry,
         )
