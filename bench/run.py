@@ -26,6 +26,10 @@ BENCHMARKS: dict[str, tuple[list[str], str]] = {
     "gateway": ([], "gateway-*.json"),
     "injector": (["--seconds", "10", "--rate", "200", "400"], "injector.json"),
     "controller": (["--devices", "1000"], "controller.json"),
+    # Issue 13 asks for 1,000 nodes x 10 adapters: on this shared 2-core machine that does not
+    # converge within 15 minutes (README, Scale), so the run takes 200 x 10 and extrapolates; the
+    # full size runs by hand: bench_scale.py --nodes 1000 --adapters 10, then run.py --skip-run.
+    "scale": (["--nodes", "200", "--adapters", "10"], "scale.json"),
 }
 
 
@@ -269,11 +273,112 @@ def controller_rows(data: dict[str, Any]) -> list[Row]:
     ]
 
 
+def scale_rows(data: dict[str, Any]) -> list[Row]:
+    nodes, devices = data.get("nodes"), data.get("serialdevices")
+    size = f"{nodes} nodes, {devices} SerialDevices"
+    if "plug_to_available" not in data or "steady_requests_per_second_per_node" not in data:
+        return [Row("scale", f"{size}: incomplete ({data.get('error', 'no steady state')})", None, "")]
+    plug = data["plug_to_available"]
+    converged = data.get("converged", False)
+    cold = data["cold_start_all_bound_seconds"]
+    per_node = data["steady_requests_per_second_per_node"]
+    lists = sum(data.get("lists_after_start", {}).values())
+    rows = [
+        Row(
+            "scale",
+            f"{size}: cold start -> all bound"
+            + ("" if converged else f" (NOT converged: {data['bound_at_end_of_cold_start']} bound)"),
+            cold,
+            "s",
+            f"{data.get('binding_rate_per_second', '-')} bindings/s",
+            None,
+            "<= 60 s",
+            converged and cold <= 60,
+        ),
+        Row(
+            "scale",
+            "cold start -> controller idle (every gateway made)"
+            + ("" if data.get("controller_idle") else " (NOT idle by the timeout)"),
+            data.get("cold_start_to_controller_idle_seconds"),
+            "s",
+        ),
+        Row(
+            "scale",
+            f"plug -> Available p50 at that scale ({plug['n']} cycles)",
+            plug["p50_ms"],
+            "ms",
+            "monitor bench above (fewer devices)",
+        ),
+        Row(
+            "scale",
+            "plug -> Available p99 at that scale",
+            plug["p99_ms"],
+            "ms",
+            "",
+            None,
+            "<= 200 ms",
+            plug["p99_ms"] <= 200,
+        ),
+        Row(
+            "scale",
+            "steady apiserver requests/s per node",
+            per_node,
+            "req/s",
+            f"{data['steady_requests_per_second_total']} req/s in all"
+            + ("; NOT steady: controller still writing" if data.get("steady_window_disturbed") else ""),
+            None,
+            "<= 0.2",
+            per_node <= 0.2,
+        ),
+        Row("scale", "LISTs after start", float(lists), "", "", None, "0", lists == 0),
+        Row(
+            "scale",
+            "hollow devices that lost Available during the run",
+            data.get("hollow_devices_that_flapped"),
+            "",
+            "node Lease renewals late on a slow apiserver -> NodeLost",
+            None,
+            "0 (no flaps)",
+            None if "hollow_devices_that_flapped" not in data else data["hollow_devices_that_flapped"] == 0,
+        ),
+    ]
+    for name in ("controller", "monitor"):
+        stats = data.get(name) or {}
+        rows.append(
+            Row(
+                "scale",
+                f"{name} peak RSS / CPU at that scale",
+                stats.get("peak_rss_mib"),
+                "MiB",
+                f"{stats.get('cpu_seconds')} CPU s; steady {data.get('steady_cpu_percent', {}).get(name)} %",
+                None,
+                "<= 30 MiB" if name == "monitor" else "",
+                stats.get("peak_rss_mib", 99) <= 30 if name == "monitor" else None,
+            )
+        )
+    extrapolated = data.get("extrapolated")
+    if extrapolated and "cold_start_all_bound_seconds" in extrapolated:
+        rows.append(
+            Row(
+                "scale",
+                f"extrapolated (linear) to {extrapolated['to_nodes']} nodes: cold start -> all bound",
+                extrapolated["cold_start_all_bound_seconds"],
+                "s",
+                "not measured",
+                None,
+                "<= 60 s",
+                extrapolated["cold_start_all_bound_seconds"] <= 60,
+            )
+        )
+    return rows
+
+
 EXTRACT: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "monitor": monitor_rows,
     "gateway": gateway_rows,
     "injector": injector_rows,
     "controller": controller_rows,
+    "scale": scale_rows,
 }
 
 
