@@ -32,6 +32,8 @@ DEVICE = f"printer-{SUFFIX}"
 CONSUMER = f"consumer-{SUFFIX}"
 APPS = "apps"
 ADAPTER = UsbAdapter(serial=f"E2E{SUFFIX.upper()}")
+LOST_DEVICE = f"lost-{SUFFIX}"
+LOST_ADAPTER = UsbAdapter(serial=f"LST{SUFFIX.upper()}", port=2)  # port 1 may hold ADAPTER
 LOSSES = "kubeserial_gateway_device_losses_total"
 SESSIONS = "kubeserial_gateway_sessions_total"
 RECONNECTS = "kubeserial_bridge_reconnects_total"
@@ -149,24 +151,38 @@ async def test_device_follows_its_adapter_and_the_consumer_follows_the_device(st
 
 
 async def test_a_lost_node_releases_its_device(stack: LocalStack) -> None:
-    """node-b's monitor dies (its Lease expires): the device is NodeLost and its gateway removed."""
+    """A device of this test's own, plugged into node-b; node-b's monitor dies (its Lease expires):
+    the device is NodeLost and its gateway removed; the monitor comes back and claims it again."""
     plane = stack.plane
-    assert stack.device_state(DEVICE) == ("True", "node-b")
+    apply_object(plane, kubeserial_for("lost-node", {LOST_DEVICE: LOST_ADAPTER.serial}))
+    stack.usb["node-b"].plug(LOST_ADAPTER)
+    await wait_async(
+        lambda: stack.device_state(LOST_DEVICE) == ("True", "node-b"),
+        within=30,
+        message="Available on node-b",
+    )
+    await wait_async(
+        lambda: get(plane, "deployment", f"{LOST_DEVICE}-gateway", "-n", "kubeserial"),
+        within=30,
+        message="its gateway Deployment",
+    )
     stack.stop_monitor("node-b")
-    await wait_async(lambda: stack.device_state(DEVICE)[0] == "Unknown", within=60, message="NodeLost")
+    await wait_async(lambda: stack.device_state(LOST_DEVICE)[0] == "Unknown", within=60, message="NodeLost")
     condition = next(
         cond
-        for cond in get(plane, "serialdevice", DEVICE)["status"]["conditions"]
+        for cond in get(plane, "serialdevice", LOST_DEVICE)["status"]["conditions"]
         if cond["type"] == c.AVAILABLE
     )
     assert condition["reason"] == "NodeLost"
     await wait_async(
-        lambda: not get(plane, "deployment", f"{DEVICE}-gateway", "-n", "kubeserial"),
+        lambda: not get(plane, "deployment", f"{LOST_DEVICE}-gateway", "-n", "kubeserial"),
         within=30,
         message="the gateway of a lost node removed",
     )
     # The node comes back: its monitor claims the still-plugged adapter again.
     stack.start_monitor("node-b")
     await wait_async(
-        lambda: stack.device_state(DEVICE) == ("True", "node-b"), within=60, message="reclaimed on node-b"
+        lambda: stack.device_state(LOST_DEVICE) == ("True", "node-b"),
+        within=60,
+        message="reclaimed on node-b",
     )
