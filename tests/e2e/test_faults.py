@@ -10,7 +10,8 @@ Covered elsewhere, on the same real components:
 - two controller replicas, failover: tests/integration/test_controller_leader.py
 - conflicting status writes from two monitors: tests/integration/test_monitor.py, test_library_faults.py
 - injector down (unannotated pods unaffected): tests/integration/test_injector.py
-- 410 Gone and apiserver restarts against the informer itself: tests/integration/test_library_faults.py
+- 410 Gone and apiserver restarts against the informer itself: tests/integration/test_library_faults.py;
+  410 Gone with the apiserver up (a watch resumed from a compacted version): test_informer_gone.py
 """
 
 import json
