@@ -65,10 +65,11 @@ def test_only_the_leader_reconciles_and_a_standby_takes_over(
         assert standby.metric("kubeserial_controller_leader") == 0.0
 
         first = unique("led")
+        reconciled_before = leader.metric(RECONCILES, kind="SerialDevice", result="success") or 0
         apply_object(control_plane, serial_device(first))
         write_monitor_status(control_plane, first, node=node, available=True)
         wait_exists(control_plane, "deployment", gateway_name(first), namespace=NAMESPACE)
-        assert (leader.metric(RECONCILES, kind="SerialDevice", result="success") or 0) > 0
+        assert (leader.metric(RECONCILES, kind="SerialDevice", result="success") or 0) > reconciled_before
         assert standby.metric(RECONCILES, kind="SerialDevice", result="success") == 0, "standby acted"
 
         stop_process(leader.proc)
