@@ -55,6 +55,9 @@ def monitors(
 ) -> Iterator[dict[str, As]]:
     workdir = tmp_path_factory.mktemp("node-restriction")
     apply_rbac(control_plane, "monitor")
+    # Monitors of earlier modules in this session may have left their Leases.
+    for name in ("kubeserial-monitor-node-a", "kubeserial-monitor-node-b"):
+        control_plane.kubectl("delete", "lease", name, "-n", NAMESPACE, "--ignore-not-found")
     control_plane.kubectl("apply", "-k", str(POLICIES))
     identities = {
         node: As(
