@@ -736,3 +736,52 @@ def test_a_manager_config_of_1_mib_is_refused_by_name(
     wait_exists(control_plane, "configmap", request_name, namespace=NAMESPACE)
     control_plane.kubectl("delete", "kubeserial", kubeserial, "-n", NAMESPACE)
     control_plane.kubectl("delete", "manager", manager)
+
+
+def test_two_kubeserials_declaring_one_device_at_once_leave_it_to_one(
+    controller: RunningService, control_plane: ControlPlane
+) -> None:
+    """Applied together (one kubectl apply), both are reconciled before either sees the device in
+    its cache: one owns it, with its own entry, and the other is told, once."""
+    shared = unique("raced")
+    first, second = unique("racea"), unique("raceb")
+    entries = {
+        first: {"name": shared, "idVendor": "0403", "idProduct": "6001"},
+        second: {"name": shared, "idVendor": "10c4", "idProduct": "ea60"},
+    }
+    both = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [kubeserial_object(n, [e]) for n, e in entries.items()],
+    }
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(both))
+    wait_exists(control_plane, "serialdevice", shared)
+
+    def conflicts() -> dict[str, list[str]]:
+        return {
+            name: warning_messages(control_plane, name, "SerialDeviceConflict", namespace=NAMESPACE)
+            for name in entries
+        }
+
+    found = wait_for(lambda: any(conflicts().values()), timeout=15, message="a SerialDeviceConflict Event")
+    assert found
+    time.sleep(2)  # anything still flapping would show by now
+    owned = device(control_plane, shared)
+    assert owned is not None
+    owner = owned["metadata"]["labels"][c.KUBESERIAL_LABEL].partition(".")[2]
+    loser = next(name for name in entries if name != owner)
+    assert (owned["spec"]["idVendor"], owned["spec"]["idProduct"]) == (
+        entries[owner]["idVendor"],
+        entries[owner]["idProduct"],
+    ), "the device must be its owner's entry"
+    assert conflicts() == {
+        owner: [],
+        loser: [
+            f"SerialDevice {shared} already exists, belongs to KubeSerial {NAMESPACE}.{owner}; left alone"
+        ],
+    }
+    version = owned["metadata"]["resourceVersion"]
+    time.sleep(2)
+    assert (device(control_plane, shared) or {}).get("metadata", {}).get("resourceVersion") == version
+    control_plane.kubectl("delete", "kubeserial", first, second, "-n", NAMESPACE)
+    wait_gone(control_plane, "serialdevice", shared)

@@ -2,6 +2,7 @@
 
 from kubeserial_controller.decisions import (
     CONFIGMAP_MAX_BYTES,
+    creation_stub,
     kubeserial_label_problem,
     manager_config_problem,
 )
@@ -24,3 +25,18 @@ def test_a_manager_config_must_fit_a_configmap_with_its_key() -> None:
         f"spec.config is {CONFIGMAP_MAX_BYTES} bytes; its ConfigMap (data key 'c') holds at most"
         f" {CONFIGMAP_MAX_BYTES} bytes of keys and values"
     )
+
+
+def test_a_creation_stub_carries_only_what_never_changes() -> None:
+    desired = {
+        "apiVersion": "app.kubeserial.com/v1alpha1",
+        "kind": "SerialDevice",
+        "metadata": {"name": "ender3", "labels": {"app.kubeserial.com/kubeserial": "ns.home"}},
+        "spec": {"idVendor": "0403", "idProduct": "6001", "manager": "octoprint", "baudRate": 115200},
+    }
+    assert creation_stub(desired, spec_fields=("idVendor", "idProduct")) == {
+        "apiVersion": "app.kubeserial.com/v1alpha1",
+        "kind": "SerialDevice",
+        "metadata": {"name": "ender3", "labels": {"app.kubeserial.com/kubeserial": "ns.home"}},
+        "spec": {"idVendor": "0403", "idProduct": "6001"},
+    }

@@ -56,6 +56,21 @@ class Applier:
         )
         return Applied(obj=json.loads(data) if data else {}, created=status == 201)
 
+    async def create(self, obj: Mapping[str, Any]) -> None:
+        """Create `obj` only if no such object exists (AlreadyExists otherwise): server-side apply
+        cannot say "only if absent", and forcing would take over an object someone else just made.
+        Give only what never changes (the apply that follows owns the rest, so it can drop fields)."""
+        meta = obj["metadata"]
+        resource = r.by_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
+        namespace = meta.get("namespace") if resource.namespaced else None
+        self._path(obj)  # only kinds the controller writes
+        await self.api.request(
+            "POST",
+            resource.path(namespace=namespace),
+            body=dict(obj),
+            params={"fieldManager": self.field_manager},
+        )
+
     async def delete(self, obj: Mapping[str, Any], *, resource: r.ResourceInfo) -> bool:
         """Delete exactly this object (uid precondition); False when it was already gone."""
         body = {"preconditions": {"uid": obj["metadata"]["uid"]}, "propagationPolicy": "Background"}

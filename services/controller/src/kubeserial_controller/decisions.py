@@ -48,6 +48,19 @@ def manager_config_problem(config: str | None, *, key: str) -> str | None:
     )
 
 
+def creation_stub(desired: Obj, *, spec_fields: tuple[str, ...]) -> dict[str, Any]:
+    """What a create-only-if-absent sends: apiVersion, kind, name and labels, and the spec fields
+    the schema requires. The apply after it owns every field, so a field dropped later goes."""
+    meta = desired["metadata"]
+    spec = desired.get("spec") or {}
+    return {
+        "apiVersion": desired["apiVersion"],
+        "kind": desired["kind"],
+        "metadata": {"name": meta["name"], "labels": dict(meta.get("labels") or {})},
+        "spec": {k: spec[k] for k in spec_fields if k in spec},
+    }
+
+
 def conditions_of(obj: Obj) -> list[Mapping[str, Any]]:
     return list((obj.get("status") or {}).get("conditions") or [])
 

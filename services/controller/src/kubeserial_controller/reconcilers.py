@@ -194,11 +194,19 @@ class Reconcilers:
                         message=f"SerialDevice {entry.name} already exists, belongs to {owner}; left alone",
                     )
                 continue
-            managed += 1
             desired = desired_serial_device(entry, kubeserial_namespace=namespace, kubeserial_name=name)
+            if current is None:
+                # Not in the cache: create it only if nobody has (another KubeSerial declaring the
+                # same name may have, a moment ago); then apply as usual.
+                try:
+                    await self.applier.create(d.creation_stub(desired, spec_fields=("idVendor", "idProduct")))
+                except AlreadyExists:
+                    return 0.2  # decide once the cache shows whose it is
+            managed += 1
             applied = await self._ensure(desired, current=current)
-            if applied is not None and (applied.created or applied.repaired):
-                verb = "created" if applied.created else "updated"
+            created = current is None or (applied is not None and applied.created)
+            if created or (applied is not None and applied.repaired):
+                verb = "created" if created else "updated"
                 await self._event(
                     ks,
                     "KubeSerial",
