@@ -20,11 +20,13 @@ Differences from a real adapter: no modem lines (a pty), no USB cgroup rule need
 testbed is shared through the host's filesystem rather than each node's own /sys and /dev.
 """
 
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +185,27 @@ class RealStack:
 
     def diagnostics(self) -> str:
         return "\n".join(self.cluster.diagnostics(ns) for ns in (NAMESPACE, "apps"))
+
+
+@contextlib.contextmanager
+def running_stack(workdir: Path) -> Iterator[RealStack]:
+    """A RealStack on a RealCluster of its own under `workdir`, or on the running cluster that
+    $KUBESERIAL_E2E_CLUSTER names (development: `python -m kubeserial_testing.nodes up --dir DIR`).
+    Prints the diagnostics when it cannot start."""
+    existing = os.environ.get("KUBESERIAL_E2E_CLUSTER")
+    with contextlib.ExitStack() as scope:
+        if existing:
+            cluster = RealCluster(Path(existing), detached=True)
+        else:
+            cluster = scope.enter_context(RealCluster(workdir / "cluster"))
+        real = RealStack(cluster, workdir)
+        scope.callback(real.stop)
+        try:
+            real.start()
+        except Exception:
+            print(real.diagnostics())
+            raise
+        yield real
 
 
 class AppTty:
