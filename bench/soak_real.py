@@ -342,17 +342,26 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cluster", type=Path, help="reuse a cluster from `nodes up --dir DIR`")
+    parser.add_argument("--workdir", type=Path, help="keep the cluster's logs here (default: a temp dir)")
     args = parser.parse_args()
     suffix = uuid.uuid4().hex[:4]
     with contextlib.ExitStack() as scope:
-        workdir = Path(scope.enter_context(tempfile.TemporaryDirectory(prefix="kubeserial-soak-")))
+        if args.workdir:
+            workdir = args.workdir.resolve()
+            workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            workdir = Path(scope.enter_context(tempfile.TemporaryDirectory(prefix="kubeserial-soak-")))
         if args.cluster:
             cluster = RealCluster(args.cluster, detached=True)
         else:
             cluster = scope.enter_context(RealCluster(workdir / "cluster"))
         stack = RealStack(cluster, workdir)
         scope.callback(stack.stop)
-        stack.start()
+        try:
+            stack.start()
+        except Exception:
+            print(stack.diagnostics())
+            raise
         soak = Soak(
             stack,
             device=f"soak-{suffix}",
@@ -361,7 +370,11 @@ def main() -> int:
             owns_cluster=not args.cluster,
         )
         scope.callback(soak.stop)
-        soak.start()
+        try:
+            soak.start()
+        except Exception:
+            print(stack.diagnostics())
+            raise
         report = soak.run(args.seconds)
         summary = report.summary()
         summary["seed"] = args.seed
