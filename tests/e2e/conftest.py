@@ -1,18 +1,13 @@
 """Each e2e module gets its own control plane (faults restart its apiserver) and KubeSerial stack;
 at the end every service's log in it is parsed (one JSON object per line)."""
 
-import contextlib
-import os
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane
-from kubeserial_testing.nodes import RealCluster
 from kubeserial_testing.objects import apply_object, kubeserial_for
 from kubeserial_testing.probes import assert_json_logs
-from kubeserial_testing.realstack import RealStack
 from kubeserial_testing.stack import LocalStack, wait_async
 
 CRD_DIR = REPO_ROOT / "deploy" / "kustomize" / "base" / "crd"
@@ -57,27 +52,6 @@ async def plugged(stack: LocalStack, request: pytest.FixtureRequest) -> LocalSta
     await wait_async(lambda: stack.device_state(device) == ("True", "node-a"), within=30, message="available")
     await wait_async(stack.ports_for(device).ready, within=30, message="gateway ready")
     return stack
-
-
-@pytest.fixture(scope="module")
-def real_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealStack]:
-    """KubeSerial from the e2e overlay on a RealCluster of the module's own (two real kubelets), or
-    on the running one named by $KUBESERIAL_E2E_CLUSTER (development: `nodes up --dir DIR` once)."""
-    workdir = tmp_path_factory.mktemp("real")
-    existing = os.environ.get("KUBESERIAL_E2E_CLUSTER")
-    with contextlib.ExitStack() as scope:
-        if existing:
-            cluster = RealCluster(Path(existing), detached=True)
-        else:
-            cluster = scope.enter_context(RealCluster(workdir / "cluster"))
-        real = RealStack(cluster, workdir)
-        scope.callback(real.stop)
-        try:
-            real.start()
-        except Exception:
-            print(real.diagnostics())
-            raise
-        yield real
 
 
 @pytest.hookimpl(hookwrapper=True)
