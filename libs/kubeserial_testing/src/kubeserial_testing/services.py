@@ -59,6 +59,17 @@ def node_bound_kubeconfig(
     plane.kubectl("create", "serviceaccount", service_account, "-n", namespace, check=False)
     body = placeholder_pod(pod, namespace=namespace, service_account=service_account, node=node)
     plane.kubectl("apply", "-f", "-", input=json.dumps(body))
+    return pod_bound_kubeconfig(
+        plane, namespace=namespace, service_account=service_account, pod=pod, path=path
+    )
+
+
+def pod_bound_kubeconfig(
+    plane: ControlPlane, *, namespace: str, service_account: str, pod: str, path: Path
+) -> Path:
+    """A kubeconfig with a token of `service_account` bound to the existing Pod `pod` (which must run
+    as that ServiceAccount): the request's user info then names the Pod and, once it is scheduled, its
+    node, as with the projected token a kubelet mounts."""
     token = plane.kubectl(
         "create",
         "token",

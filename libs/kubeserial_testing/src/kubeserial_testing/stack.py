@@ -32,7 +32,7 @@ from kubeserial_common.names import gateway_name
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
 from kubeserial_testing.kubelet import Launch, SimulatedKubelet
 from kubeserial_testing.objects import get_object
-from kubeserial_testing.services import node_bound_kubeconfig, stop_process, wait_for
+from kubeserial_testing.services import node_bound_kubeconfig, pod_bound_kubeconfig, stop_process, wait_for
 from kubeserial_testing.umockdev import SimulatedUsb
 
 NAMESPACE = "kubeserial"
@@ -296,7 +296,17 @@ class LocalStack:
                 args = _replace_option(args, "--rfc2217-port", str(ports.rfc2217))
                 args = _replace_option(args, "--health-port", str(ports.health))
                 args = _replace_option(args, "--health-host", "127.0.0.1")
-                env = {**self.usb[node].env, "KUBECONFIG": str(self.gateway_kubeconfig)}
+                # The token of this gateway Pod, as the kubelet would project it: the shipped policy
+                # (deploy/kustomize/base/policies) lets it write only its own device's Free
+                # condition while that device is bound to this node.
+                kubeconfig = pod_bound_kubeconfig(
+                    self.plane,
+                    namespace=pod["metadata"]["namespace"],
+                    service_account=pod["spec"].get("serviceAccountName") or "default",
+                    pod=pod["metadata"]["name"],
+                    path=self.workdir / f"gateway-{pod['metadata']['name']}.kubeconfig",
+                )
+                env = {**self.usb[node].env, "KUBECONFIG": str(kubeconfig)}
                 return Launch([sys.executable, "-m", "kubeserial_gateway", *args], env)
             if args[0] == "bridge":
                 url = urlsplit(_option(args, "--url") or "")
