@@ -6,6 +6,7 @@ install. Pods are created with kubectl and only admitted (no kubelet runs them).
 """
 
 import base64
+import contextlib
 import copy
 import json
 import os
@@ -27,7 +28,7 @@ from kubeserial_common.core import constants as c
 from kubeserial_testing import pki
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
 from kubeserial_testing.objects import apply_object, serial_device, write_monitor_status
-from kubeserial_testing.probes import is_ready, metric_at
+from kubeserial_testing.probes import assert_json_logs, is_ready, metric_at
 from kubeserial_testing.services import apply_rbac, stop_process, wait_for
 
 pytestmark = [pytest.mark.controlplane]
@@ -312,6 +313,29 @@ def test_an_annotation_naming_100_devices_is_denied_and_nothing_else_breaks(
         get_pod(control_plane, "after-hundred")["metadata"]["annotations"][c.INJECTED_ANNOTATION]
         == READY_DEVICE
     )
+
+
+def test_the_injectors_log_is_json_even_for_what_uvicorn_says(
+    control_plane: ControlPlane, injector: Injector
+) -> None:
+    """A request that is not HTTP makes uvicorn (Python's logging, not ours) warn: that line too is
+    one JSON object, like every line of the injector's log."""
+    context = ssl.create_default_context(cadata=_ca_of(injector).decode())
+    with (
+        socket.create_connection(("127.0.0.1", injector.port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        tls.settimeout(10)
+        with contextlib.suppress(OSError):
+            tls.recv(65536)
+    found = wait_for(
+        lambda: [line for line in injector.log_path.read_text().splitlines() if "uvicorn" in line],
+        timeout=10,
+        message="uvicorn's warning in the log",
+    )
+    assert isinstance(found, list) and json.loads(found[0])["logger"].startswith("uvicorn"), found
+    assert assert_json_logs(injector.log_path) > 0
 
 
 def test_url_mode_adds_env_only(control_plane: ControlPlane, injector: Injector) -> None:
