@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import threading
@@ -201,9 +202,12 @@ class Soak:
     def _sample(self) -> None:
         while not self._stop.wait(SAMPLE_SECONDS):
             assert self.client is not None
-            out = self.stack.kubectl(
-                "get", "serialports,serialdevices", "-o", "json", check=False, timeout=20
-            )
+            try:
+                out = self.stack.kubectl(
+                    "get", "serialports,serialdevices", "-o", "json", check=False, timeout=20
+                )
+            except subprocess.TimeoutExpired:  # the apiserver is away: a sample that says so
+                out = subprocess.CompletedProcess([], 1, "", "timed out")
             now = time.monotonic()
             if out.returncode != 0:
                 self.samples.append(FreeSample(now, None, self.client.session_up, False))
@@ -289,8 +293,9 @@ class Soak:
         CONVERGE_GIVE_UP (the soak goes on, the report says so)."""
         deadline = since + CONVERGE_GIVE_UP
         while time.monotonic() < deadline:
-            if self.converged(since):
-                return time.monotonic()
+            with contextlib.suppress(subprocess.TimeoutExpired):  # an apiserver that hangs: not yet
+                if self.converged(since):
+                    return time.monotonic()
             self._stop.wait(1.0)
         return None
 
@@ -325,6 +330,7 @@ class Soak:
             reconnects=reconnects,
             binding_violations=[(t - started, nodes) for t, nodes in self.binding_violations],
             free_violation_spans=free_violations(shifted, bound=FREE_BOUND),
+            samples=len(self.samples),
             free_bound=FREE_BOUND,
             converge_bound=CONVERGE_BOUND,
         )

@@ -127,6 +127,7 @@ class SoakReport:
     free_violation_spans: list[tuple[float, float]]
     free_bound: float
     converge_bound: float
+    samples: int = 0  # invariant samples taken (binding, Free)
     record_bytes: int = RECORD
 
     def violations(self) -> list[str]:
@@ -169,6 +170,7 @@ class SoakReport:
                 "median": round(statistics.median(converged), 1) if converged else None,
                 "bound": self.converge_bound,
             },
+            "invariant_samples": self.samples,
             "free_bound_seconds": self.free_bound,
             "violations": self.violations(),
         }
