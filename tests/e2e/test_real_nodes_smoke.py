@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from kubeserial_testing.nodeimages import BUSYBOX_IMAGE
-from kubeserial_testing.nodes import PRIVATE_DIRS, RealCluster, cgroup_pids, wait_until
+from kubeserial_testing.nodes import PRIVATE_DIRS, RealCluster, cgroup_pids, cluster_id, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="real nodes need root (namespaces, cgroups)")
 
@@ -70,26 +70,31 @@ def exec_retrying(cluster: RealCluster, pod: str, script: str, *, within: float 
         time.sleep(1)
 
 
-def host_snapshot() -> dict[str, object]:
+def host_snapshot(own_id: str) -> dict[str, object]:
+    """What a cluster could change on the host. Other clusters may run at the same time (another
+    test run, a developer's `nodes up`): only this cluster's namespaces count, and the shared
+    mountpoint directories are compared only when no other cluster is up."""
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    others = any(n.startswith("ks-") and not n.startswith(f"ks-{own_id}-") for n in netns)
     return {
-        "netns": subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout,
+        "netns": [n for n in netns if n.startswith(f"ks-{own_id}-")],
         "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text(),
         "overcommit": Path("/proc/sys/vm/overcommit_memory").read_text(),
         "kernel.panic": Path("/proc/sys/kernel/panic").read_text(),
-        "private_dirs": {d: os.path.exists(d) for d in PRIVATE_DIRS},
+        "private_dirs": "another cluster is up" if others else {d: os.path.exists(d) for d in PRIVATE_DIRS},
         "iptables": subprocess.run(["iptables-save"], capture_output=True, text=True).stdout.count("-A "),
     }
 
 
 def test_two_real_nodes(tmp_path: Path) -> None:
-    before = host_snapshot()
     workdir = tmp_path / "cluster"
+    before = host_snapshot(cluster_id(workdir))
     with RealCluster(workdir) as cluster:
         try:
             print("start timings:", cluster.timings)
             # While it runs, only its namespaces and the (empty) mountpoint directories are new.
-            running = {"netns": "", "private_dirs": {}}
-            assert host_snapshot() | running == before | running, "host changed while running"
+            running = {"netns": [], "private_dirs": {}}
+            assert host_snapshot(cluster.id) | running == before | running, "host changed while running"
             serve = (
                 "mkdir /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"
             )
@@ -158,7 +163,7 @@ def test_two_real_nodes(tmp_path: Path) -> None:
         except BaseException:
             print(cluster.diagnostics())
             raise
-        cgroup, cluster_id = cluster.cgroup, cluster.id
+        cgroup, own_id = cluster.cgroup, cluster.id
 
     # Nothing left: processes, network namespaces, mounts, cgroups, host settings.
     assert cgroup_pids(cgroup) == []
@@ -166,7 +171,7 @@ def test_two_real_nodes(tmp_path: Path) -> None:
         Path("/sys/fs/cgroup", h, cgroup.strip("/")).exists() for h in os.listdir("/sys/fs/cgroup")
     )
     points = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
-    assert [p for p in points if p.startswith(str(workdir)) or p in PRIVATE_DIRS or cluster_id in p] == []
+    assert [p for p in points if p.startswith(str(workdir)) or p in PRIVATE_DIRS or own_id in p] == []
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(workdir) not in ps
-    assert host_snapshot() == before
+    assert host_snapshot(own_id) == before

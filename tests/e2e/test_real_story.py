@@ -38,7 +38,7 @@ SUFFIX = uuid.uuid4().hex[:4]
 DEVICE = f"printer-{SUFFIX}"
 MANAGED = f"ender-{SUFFIX}"
 CONSUMER = "consumer"
-APPS = "apps"
+APPS = f"apps-{SUFFIX}"  # a namespace per run: a reused development cluster keeps old ones
 ADAPTER = UsbAdapter(serial=f"RN{SUFFIX.upper()}")
 MANAGED_ADAPTER = UsbAdapter(serial=f"MG{SUFFIX.upper()}", port=2)
 EVERY_BYTE = bytes(range(256))
@@ -72,7 +72,7 @@ def diagnostics_on_failure(stack: RealStack, request: pytest.FixtureRequest) -> 
     yield
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
-        print(stack.diagnostics())
+        print(stack.diagnostics(APPS))
 
 
 def consumer_pod() -> dict[str, object]:

@@ -23,6 +23,7 @@ testbed is shared through the host's filesystem rather than each node's own /sys
 import contextlib
 import json
 import os
+import select
 import shutil
 import subprocess
 import time
@@ -100,7 +101,9 @@ class RealStack:
         return self
 
     def _mount_testbeds_into_the_monitor(self) -> None:
-        root = str(SIMULATED_USB_ROOT)
+        # Only this cluster's testbeds: the entry point takes the newest testbed of its node under
+        # the mount, and another cluster's run (a soak, a second developer) has its own.
+        root = str(self.usb_root)
         daemonset = self.cluster.get_json("daemonset", "kubeserial-monitor", "-n", NAMESPACE)
         if any(v["name"] == "simulated-usb" for v in daemonset["spec"]["template"]["spec"]["volumes"]):
             # A cluster reused during development: new testbeds, so new monitor pods.
@@ -183,8 +186,9 @@ class RealStack:
     def bridge_metric(self, namespace: str, pod: str, name: str) -> float:
         return metric_sum(self.pod_metrics(namespace, pod, BRIDGE_HEALTH_PORT), name)
 
-    def diagnostics(self) -> str:
-        return "\n".join(self.cluster.diagnostics(ns) for ns in (NAMESPACE, "apps"))
+    def diagnostics(self, *namespaces: str) -> str:
+        """restartCount, Events and container logs of KubeSerial's pods and of the given namespaces."""
+        return "\n".join(self.cluster.diagnostics(ns) for ns in (NAMESPACE, *namespaces))
 
 
 @contextlib.contextmanager
@@ -209,42 +213,44 @@ def running_stack(workdir: Path) -> Iterator[RealStack]:
 
 
 class AppTty:
-    """An application inside a pod holding its tty open, made of two `kubectl exec` of busybox:
-    one copies the tty to our stdout (it opens the tty first and sets it up), one copies our
-    stdin to the tty. (One shell with `cat <&3 & cat >&3` delivered nothing to the reader.)"""
+    """An application inside a pod holding its tty open, made of `kubectl exec` of busybox: one
+    exec opens the tty, sets it up and copies it to our stdout for as long as the test runs; each
+    write is an exec of busybox's printf into the same tty (opening it again changes none of its
+    settings while the first exec holds it open).
+
+    Not a long-lived `kubectl exec -i` fed through its stdin: on these nodes (kubectl 1.33,
+    containerd 1.6, websocket and SPDY alike) the remote stdin of such an exec ends within a
+    second, before or after the first bytes, when kubectl's stdin is a pipe from Python (and, less
+    often, from a shell); the remote `cat` exits 0 and the bytes are gone. Seen in this test and
+    in isolation; kubectl never read EOF from its own stdin."""
 
     def __init__(
         self, stack: RealStack, *, namespace: str, pod: str, container: str, tty: str, stty: str
     ) -> None:
-        exec_ = ["kubectl", f"--kubeconfig={stack.cluster.kubeconfig}", "exec", "-i", "-n", namespace, pod]
-        exec_ += ["-c", container, "--", "sh", "-c"]
+        self.tty = tty
+        self.exec_ = ["kubectl", f"--kubeconfig={stack.cluster.kubeconfig}", "exec", "-n", namespace, pod]
+        self.exec_ += ["-c", container, "--", "sh", "-c"]
         reader = f"exec 3<>{tty}; stty -F {tty} {stty}; echo ready; exec cat <&3"
         self.proc = subprocess.Popen(
-            [*exec_, reader], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [*self.exec_, reader], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        self.writer: subprocess.Popen[bytes] | None = None
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
+        ready, _, _ = select.select([self.proc.stdout], [], [], 60)
+        line = self.proc.stdout.readline() if ready else b"(nothing within 60 s)"
         if line != b"ready\n":
             self.close()
             raise AssertionError(f"the app could not open {tty}: {line!r} {self.stderr()}")
-        self.writer = subprocess.Popen(
-            [*exec_, f"exec cat > {tty}"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
 
     def write(self, data: bytes) -> None:
-        assert self.writer is not None and self.writer.stdin is not None
-        try:
-            self.writer.stdin.write(data)
-            self.writer.stdin.flush()
-        except BrokenPipeError:
-            assert self.writer.stderr is not None
+        """All of `data` written to the tty, in order, before this returns."""
+        octal = "".join(f"\\{byte:03o}" for byte in data)  # busybox printf: \NNN is any byte
+        result = subprocess.run(
+            [*self.exec_, f'printf "$1" > {self.tty}', "sh", octal], capture_output=True, timeout=60
+        )
+        if result.returncode != 0:
             raise AssertionError(
-                f"the app's writer exited {self.writer.wait()}: {self.writer.stderr.read().decode()}"
-            ) from None
+                f"the app could not write {self.tty}: {result.stderr.decode(errors='replace')}"
+            )
 
     def read_exactly(self, count: int) -> bytes:
         """Blocking; the caller bounds it (asyncio.wait_for around to_thread)."""
@@ -263,8 +269,6 @@ class AppTty:
         return self.proc.stderr.read().decode(errors="replace")
 
     def close(self) -> None:
-        for proc in (self.writer, self.proc):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-            if proc is not None:
-                proc.wait()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
