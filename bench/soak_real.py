@@ -44,7 +44,7 @@ from kubeserial_common.conditions import condition_status
 from kubeserial_common.core.names import connect_labels
 from kubeserial_testing.nodes import RealCluster
 from kubeserial_testing.objects import kubeserial_for
-from kubeserial_testing.realstack import NAMESPACE, RealStack, wait_until
+from kubeserial_testing.realstack import NAMESPACE, SYSTEM_NAMESPACE, RealStack, wait_until
 from kubeserial_testing.soak import FaultRecord, FreeSample, SoakReport, bound_nodes, free_violations
 from kubeserial_testing.soak_ends import ClientEnd, DeviceEnd
 from kubeserial_testing.umockdev import UsbAdapter
@@ -175,13 +175,13 @@ class Soak:
         return self.client.check.last_time > since and self.device_end.check.last_time > since
 
     def _controller_leads(self) -> bool:
-        lease = self.stack.get("lease", "kubeserial-controller", "-n", NAMESPACE)
+        lease = self.stack.get("lease", "kubeserial-controller", "-n", SYSTEM_NAMESPACE)
         holder = str((lease.get("spec") or {}).get("holderIdentity") or "").split("_")[0]
-        pods = self.stack.running_pods(NAMESPACE, "app.kubernetes.io/component=controller")
+        pods = self.stack.running_pods(SYSTEM_NAMESPACE, "app.kubernetes.io/component=controller")
         return any(p["metadata"]["name"] == holder for p in pods)
 
     def _injector_ready(self) -> bool:
-        deployment = self.stack.get("deployment", "kubeserial-injector", "-n", NAMESPACE)
+        deployment = self.stack.get("deployment", "kubeserial-injector", "-n", SYSTEM_NAMESPACE)
         wanted = (deployment.get("spec") or {}).get("replicas", 1)
         return bool((deployment.get("status") or {}).get("readyReplicas") == wanted)
 
@@ -231,8 +231,10 @@ class Soak:
 
     # -- faults ------------------------------------------------------------------------------------
 
-    def _delete_pod(self, selector: str, *, node: str | None = None, name: str | None = None) -> str:
-        pods = self.stack.running_pods(NAMESPACE, selector, node=node)
+    def _delete_pod(
+        self, selector: str, *, namespace: str = NAMESPACE, node: str | None = None, name: str | None = None
+    ) -> str:
+        pods = self.stack.running_pods(namespace, selector, node=node)
         chosen = name or (self.rng.choice(pods)["metadata"]["name"] if pods else "")
         if chosen:
             self.stack.kubectl(
@@ -240,7 +242,7 @@ class Soak:
                 "pod",
                 chosen,
                 "-n",
-                NAMESPACE,
+                namespace,
                 "--grace-period=0",
                 "--force",
                 "--wait=false",
@@ -249,9 +251,11 @@ class Soak:
         return chosen or "none running"
 
     def kill_controller_leader(self) -> str:
-        lease = self.stack.get("lease", "kubeserial-controller", "-n", NAMESPACE)
+        lease = self.stack.get("lease", "kubeserial-controller", "-n", SYSTEM_NAMESPACE)
         holder = str((lease.get("spec") or {}).get("holderIdentity") or "").split("_")[0]
-        return self._delete_pod("app.kubernetes.io/component=controller", name=holder or None)
+        return self._delete_pod(
+            "app.kubernetes.io/component=controller", namespace=SYSTEM_NAMESPACE, name=holder or None
+        )
 
     def kill_monitor(self) -> str:
         return self._delete_pod("app.kubernetes.io/name=kubeserial-monitor", node=self.adapter_node)
@@ -260,7 +264,7 @@ class Soak:
         return self._delete_pod(f"app.kubernetes.io/name=kubeserial-gateway,{c.DEVICE_LABEL}={self.device}")
 
     def kill_injector(self) -> str:
-        return self._delete_pod("app.kubernetes.io/component=injector")
+        return self._delete_pod("app.kubernetes.io/component=injector", namespace=SYSTEM_NAMESPACE)
 
     def restart_apiserver(self) -> str:
         self.stack.cluster.plane.restart_apiserver()

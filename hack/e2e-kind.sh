@@ -17,7 +17,8 @@ for svc in controller monitor gateway injector; do
   kind load docker-image --name "$CLUSTER" "kubeserial/$svc:e2e"
 done
 kubectl apply --server-side -k deploy/kustomize/overlays/e2e
-kubectl -n kubeserial rollout status deploy/kubeserial-controller deploy/kubeserial-injector ds/kubeserial-monitor --timeout=180s
+kubectl -n kubeserial-system rollout status deploy/kubeserial-controller deploy/kubeserial-injector --timeout=180s
+kubectl -n kubeserial rollout status ds/kubeserial-monitor --timeout=180s
 kubectl apply -k deploy/kustomize/base/samples
 kubectl wait --for=condition=Ready serialdevice/ender3 --timeout=60s
 kubectl get serialdevice

@@ -182,7 +182,7 @@ def diagnostics_on_failure(stack: RealStack, request: pytest.FixtureRequest) -> 
     yield
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
-        print(stack.diagnostics())
+        print(stack.diagnostics(APPS))
         logs = stack.kubectl(
             "logs", "-n", netpol.NAMESPACE, "-l", "app=kube-network-policies", "--tail=40", check=False
         )

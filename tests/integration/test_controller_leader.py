@@ -22,7 +22,7 @@ from kubeserial_testing.objects import (
     write_monitor_status,
 )
 from kubeserial_testing.probes import RunningService, running_service
-from kubeserial_testing.services import NAMESPACE, apply_rbac, stop_process, wait_for
+from kubeserial_testing.services import NAMESPACE, SYSTEM_NAMESPACE, apply_rbac, stop_process, wait_for
 
 pytestmark = pytest.mark.controlplane
 LEADER_LEASE = "kubeserial-controller"  # the one name the RBAC lets the controller update
@@ -35,7 +35,7 @@ def kubeconfig(control_plane: ControlPlane) -> Iterator[Path]:
     path = apply_rbac(control_plane, "controller")
     control_plane.kubectl("create", "serviceaccount", "kubeserial-gateway", "-n", NAMESPACE, check=False)
     yield path
-    control_plane.kubectl("delete", "lease", LEADER_LEASE, "-n", NAMESPACE, check=False)
+    control_plane.kubectl("delete", "lease", LEADER_LEASE, "-n", SYSTEM_NAMESPACE, check=False)
 
 
 def leading(replica: RunningService) -> bool:
@@ -94,8 +94,8 @@ def test_a_leader_that_loses_its_lease_exits(
         now = micro_time(datetime.now(UTC))
         thief = {"spec": {"holderIdentity": "someone-else", "renewTime": now, "leaseDurationSeconds": 60}}
         control_plane.kubectl(
-            "patch", "lease", LEADER_LEASE, "-n", NAMESPACE, "--type=merge", "-p", json.dumps(thief)
+            "patch", "lease", LEADER_LEASE, "-n", SYSTEM_NAMESPACE, "--type=merge", "-p", json.dumps(thief)
         )
         wait_for(lambda: not replica.alive(), timeout=30, message="the deposed leader exits")
         assert replica.proc.returncode == 3, replica.log_tail()
-    control_plane.kubectl("delete", "lease", LEADER_LEASE, "-n", NAMESPACE)
+    control_plane.kubectl("delete", "lease", LEADER_LEASE, "-n", SYSTEM_NAMESPACE)

@@ -27,13 +27,17 @@ def workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("overlay", ["default", "dev", "e2e", "small"])
 def test_apply_k_dry_run_server(control_plane: ControlPlane, overlay: str) -> None:
-    control_plane.kubectl("create", "namespace", "kubeserial", check=False)
+    # A server-side dry run does not create namespaces: the ones the objects go to must exist.
+    for namespace in ("kubeserial", "kubeserial-system"):
+        control_plane.kubectl("create", "namespace", namespace, check=False)
     result = control_plane.kubectl("apply", "-k", str(OVERLAYS / overlay), "--dry-run=server", check=False)
     assert result.returncode == 0, result.stderr
 
 
 def test_kustomize_build_piped_to_apply(control_plane: ControlPlane) -> None:
-    control_plane.kubectl("create", "namespace", "kubeserial", check=False)
+    # A server-side dry run does not create namespaces: the ones the objects go to must exist.
+    for namespace in ("kubeserial", "kubeserial-system"):
+        control_plane.kubectl("create", "namespace", namespace, check=False)
     built = subprocess.run(
         ["kubectl", "kustomize", str(OVERLAYS / "default")], check=True, capture_output=True, text=True
     ).stdout

@@ -25,7 +25,7 @@ from kubeserial_testing.docker import (
     running_container,
     wait_healthy,
 )
-from kubeserial_testing.services import apply_rbac, wait_for
+from kubeserial_testing.services import SYSTEM_NAMESPACE, apply_rbac, namespace_of, wait_for
 from kubeserial_testing.ttyio import read_exactly
 
 # Setup of the first test may build the images from cold (a few minutes); warm it takes seconds.
@@ -61,7 +61,7 @@ def cluster_options(control_plane: ControlPlane, component: str, directory: Path
     account.mkdir()
     (account / "token").write_text(config["users"][0]["user"]["token"])
     (account / "ca.crt").write_bytes(control_plane.ca_file.read_bytes())
-    (account / "namespace").write_text(NAMESPACE)
+    (account / "namespace").write_text(namespace_of(component))
     for file in account.iterdir():
         file.chmod(0o644)  # readable by the image's non-root user, as the kubelet's projection is
     return [
@@ -193,13 +193,13 @@ def test_controller_in_a_container_becomes_leader(
             log_path=tmp_path / "controller.log",
         ):
             # Ready means caches synced; leadership is acquired alongside, so wait for the Lease.
-            holder = ("get", "lease", lease, "-n", NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}")
+            holder = ("get", "lease", lease, "-n", SYSTEM_NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}")
             wait_for(
                 lambda: control_plane.kubectl(*holder, check=False).stdout,
                 message=f"Lease {lease} held by the controller container",
             )
     finally:
-        control_plane.kubectl("delete", "lease", lease, "-n", NAMESPACE, check=False)
+        control_plane.kubectl("delete", "lease", lease, "-n", SYSTEM_NAMESPACE, check=False)
 
 
 def test_injector_in_a_container_serves_tls(

@@ -31,7 +31,7 @@ from kubeserial_testing.docker import (
     running_container,
     wait_healthy,
 )
-from kubeserial_testing.services import apply_rbac, wait_for
+from kubeserial_testing.services import SYSTEM_NAMESPACE, apply_rbac, namespace_of, wait_for
 from kubeserial_testing.ttyio import read_exactly
 
 pytestmark = [pytest.mark.docker, pytest.mark.controlplane, pytest.mark.timeout(2400)]
@@ -98,7 +98,7 @@ def cluster_options(control_plane: ControlPlane, component: str, directory: Path
     account.mkdir()
     (account / "token").write_text(config["users"][0]["user"]["token"])
     (account / "ca.crt").write_bytes(control_plane.ca_file.read_bytes())
-    (account / "namespace").write_text(NAMESPACE)
+    (account / "namespace").write_text(namespace_of(component))
     for file in account.iterdir():
         file.chmod(0o644)
     return [
@@ -197,14 +197,14 @@ def test_controller_arm64_becomes_leader(
             options=cluster_options(control_plane, "controller", tmp_path),
             log_path=tmp_path / "controller.log",
         ):
-            holder = ("get", "lease", lease, "-n", NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}")
+            holder = ("get", "lease", lease, "-n", SYSTEM_NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}")
             wait_for(
                 lambda: control_plane.kubectl(*holder, check=False).stdout,
                 timeout=EMULATED_START,
                 message=f"Lease {lease} held by the arm64 controller",
             )
     finally:
-        control_plane.kubectl("delete", "lease", lease, "-n", NAMESPACE, check=False)
+        control_plane.kubectl("delete", "lease", lease, "-n", SYSTEM_NAMESPACE, check=False)
 
 
 def test_injector_arm64_serves_tls(

@@ -29,7 +29,7 @@ from kubeserial_testing import pki
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
 from kubeserial_testing.objects import apply_object, serial_device, write_monitor_status
 from kubeserial_testing.probes import assert_json_logs, is_ready, metric_at
-from kubeserial_testing.services import apply_rbac, stop_process, wait_for
+from kubeserial_testing.services import SYSTEM_NAMESPACE, apply_rbac, stop_process, wait_for
 
 pytestmark = [pytest.mark.controlplane]
 
@@ -467,7 +467,7 @@ def test_self_managed_certificates(
     control_plane: ControlPlane, injector: Injector, injector_kubeconfig: Path, tmp_path: Path
 ) -> None:
     """No certificate from the test: the injector makes its own CA and patches its caBundle."""
-    control_plane.kubectl("delete", "secret", TLS_SECRET, "-n", "kubeserial", "--ignore-not-found")
+    control_plane.kubectl("delete", "secret", TLS_SECRET, "-n", SYSTEM_NAMESPACE, "--ignore-not-found")
     managed = Injector(
         args=["--cert-mode", "self-managed", "--extra-san", "127.0.0.1", "--cert-check-seconds", "1"],
         kubeconfig=injector_kubeconfig,
@@ -487,7 +487,7 @@ def test_self_managed_certificates(
 
         bundle = wait_for(ca_bundle, timeout=30, message="caBundle patched by the injector")
         secret = json.loads(
-            control_plane.kubectl("get", "secret", TLS_SECRET, "-n", "kubeserial", "-o", "json").stdout
+            control_plane.kubectl("get", "secret", TLS_SECRET, "-n", SYSTEM_NAMESPACE, "-o", "json").stdout
         )
         assert secret["type"] == "kubernetes.io/tls"
         assert secret["data"]["ca.crt"] == bundle
@@ -500,7 +500,7 @@ def test_self_managed_certificates(
         managed.start()
         wait_until_webhook_mutates(control_plane)
         again = json.loads(
-            control_plane.kubectl("get", "secret", TLS_SECRET, "-n", "kubeserial", "-o", "json").stdout
+            control_plane.kubectl("get", "secret", TLS_SECRET, "-n", SYSTEM_NAMESPACE, "-o", "json").stdout
         )
         assert again["data"] == secret["data"] and ca_bundle() == bundle
         # Someone resets the caBundle (e.g. a re-apply with a different one): it is put back.
@@ -515,7 +515,7 @@ def test_self_managed_certificates(
         wait_for(lambda: ca_bundle() == bundle, timeout=30, message="caBundle restored")
     finally:
         managed.stop()
-        control_plane.kubectl("delete", "secret", TLS_SECRET, "-n", "kubeserial", "--ignore-not-found")
+        control_plane.kubectl("delete", "secret", TLS_SECRET, "-n", SYSTEM_NAMESPACE, "--ignore-not-found")
         register_webhook(control_plane, injector.url, _ca_of(injector))
 
 
@@ -523,7 +523,7 @@ def test_replicas_starting_together_share_one_certificate(
     control_plane: ControlPlane, injector: Injector, injector_kubeconfig: Path, tmp_path: Path
 ) -> None:
     """Two self-managed replicas race to create the Secret: one wins, both serve its certificate."""
-    control_plane.kubectl("delete", "secret", TLS_SECRET, "-n", "kubeserial", "--ignore-not-found")
+    control_plane.kubectl("delete", "secret", TLS_SECRET, "-n", SYSTEM_NAMESPACE, "--ignore-not-found")
     replicas = [
         Injector(
             args=["--cert-mode", "self-managed", "--extra-san", "127.0.0.1"],
@@ -538,7 +538,7 @@ def test_replicas_starting_together_share_one_certificate(
         for replica in replicas:
             replica.wait_ready()
         secret = json.loads(
-            control_plane.kubectl("get", "secret", TLS_SECRET, "-n", "kubeserial", "-o", "json").stdout
+            control_plane.kubectl("get", "secret", TLS_SECRET, "-n", SYSTEM_NAMESPACE, "-o", "json").stdout
         )
         served = {ssl.get_server_certificate(("127.0.0.1", replica.port)) for replica in replicas}
         assert served == {base64.b64decode(secret["data"]["tls.crt"]).decode()}
@@ -552,7 +552,7 @@ def test_replicas_starting_together_share_one_certificate(
     finally:
         for replica in replicas:
             replica.stop()
-        control_plane.kubectl("delete", "secret", TLS_SECRET, "-n", "kubeserial", "--ignore-not-found")
+        control_plane.kubectl("delete", "secret", TLS_SECRET, "-n", SYSTEM_NAMESPACE, "--ignore-not-found")
         register_webhook(control_plane, injector.url, _ca_of(injector))  # they patched its caBundle
 
 

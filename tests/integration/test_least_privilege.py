@@ -12,10 +12,10 @@ import yaml
 from kubeserial_common.core.models import ManagerSpec
 from kubeserial_controller import desired
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane
-from kubeserial_testing.services import NAMESPACE, apply_rbac
+from kubeserial_testing.services import NAMESPACE, SYSTEM_NAMESPACE, apply_rbac
 
 pytestmark = pytest.mark.controlplane
-CONTROLLER = f"system:serviceaccount:{NAMESPACE}:kubeserial-controller"
+CONTROLLER = f"system:serviceaccount:{SYSTEM_NAMESPACE}:kubeserial-controller"
 
 
 def can_i(plane: ControlPlane, *args: str) -> bool:

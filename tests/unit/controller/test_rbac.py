@@ -34,12 +34,21 @@ EXPECTED = {
     ("ClusterRole", "app.kubeserial.com", "managerschedulerequests"): {"list", "watch", "create", "delete"},
     ("ClusterRole", "app.kubeserial.com", "managerschedulerequests/status"): {"patch"},
     ("ClusterRole", "", "events"): {"create"},
-    ("Role", "apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
-    ("Role", "", "services"): {"list", "watch", "create", "patch", "delete"},
-    ("Role", "", "configmaps"): {"list", "watch", "create", "patch", "delete"},
-    ("Role", "networking.k8s.io", "ingresses"): {"list", "watch", "create", "patch", "delete"},
-    ("Role", "networking.k8s.io", "networkpolicies"): {"list", "watch", "create", "patch", "delete"},
-    ("Role", "coordination.k8s.io", "leases"): {"get", "list", "watch", "create", "update"},
+    # In the workloads' namespace: gateways, manager workloads, their policies; monitor Leases read.
+    ("Role kubeserial", "apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
+    ("Role kubeserial", "", "services"): {"list", "watch", "create", "patch", "delete"},
+    ("Role kubeserial", "", "configmaps"): {"list", "watch", "create", "patch", "delete"},
+    ("Role kubeserial", "networking.k8s.io", "ingresses"): {"list", "watch", "create", "patch", "delete"},
+    ("Role kubeserial", "networking.k8s.io", "networkpolicies"): {
+        "list",
+        "watch",
+        "create",
+        "patch",
+        "delete",
+    },
+    ("Role kubeserial", "coordination.k8s.io", "leases"): {"list", "watch"},
+    # In its own namespace: nothing but its leader Lease.
+    ("Role kubeserial-system", "coordination.k8s.io", "leases"): {"get", "create", "update"},
 }
 
 
@@ -52,10 +61,11 @@ def granted() -> dict[tuple[str, str, str], set[str]]:
     for doc in documents():
         if doc["kind"] not in ("ClusterRole", "Role"):
             continue
+        where = doc["kind"] if doc["kind"] == "ClusterRole" else f"Role {doc['metadata']['namespace']}"
         for rule in doc["rules"]:
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
-                    grants.setdefault((doc["kind"], group, resource), set()).update(rule["verbs"])
+                    grants.setdefault((where, group, resource), set()).update(rule["verbs"])
     return grants
 
 
@@ -71,8 +81,8 @@ def test_exactly_the_verbs_the_controller_uses() -> None:
 
 
 def test_lease_updates_only_for_the_leader_lease() -> None:
-    (role,) = [doc for doc in documents() if doc["kind"] == "Role"]
-    updates = [rule for rule in role["rules"] if "update" in rule["verbs"]]
+    roles = [doc for doc in documents() if doc["kind"] == "Role"]
+    updates = [rule for role in roles for rule in role["rules"] if "update" in rule["verbs"]]
     assert updates == [
         {
             "apiGroups": ["coordination.k8s.io"],
@@ -85,14 +95,16 @@ def test_lease_updates_only_for_the_leader_lease() -> None:
 
 def test_bindings_name_the_controller_service_account() -> None:
     bindings = [doc for doc in documents() if doc["kind"].endswith("Binding")]
-    assert {(b["kind"], b["roleRef"]["name"]) for b in bindings} == {
-        ("ClusterRoleBinding", "kubeserial-controller"),
-        ("RoleBinding", "kubeserial-controller"),
-        ("RoleBinding", "kubeserial-controller-events"),
+    assert {(b["kind"], b["roleRef"]["name"], b["metadata"].get("namespace")) for b in bindings} == {
+        ("ClusterRoleBinding", "kubeserial-controller", None),
+        ("RoleBinding", "kubeserial-controller", "kubeserial"),
+        ("RoleBinding", "kubeserial-controller-leader", "kubeserial-system"),
+        ("RoleBinding", "kubeserial-controller-events", "default"),
+        ("RoleBinding", "kubeserial-controller-events", "kubeserial"),
     }
     for binding in bindings:
         assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": "kubeserial-controller", "namespace": "kubeserial"}
+            {"kind": "ServiceAccount", "name": "kubeserial-controller", "namespace": "kubeserial-system"}
         ]
 
 

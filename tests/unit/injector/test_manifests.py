@@ -42,12 +42,12 @@ def test_webhook_configuration() -> None:
     assert exclusion == {
         "key": "kubernetes.io/metadata.name",
         "operator": "NotIn",
-        "values": [c.DEFAULT_NAMESPACE],
+        "values": [c.SYSTEM_NAMESPACE, c.DEFAULT_NAMESPACE],
     }
     service = webhook["clientConfig"]["service"]
     assert (service["name"], service["namespace"], service["path"]) == (
         DEFAULTS.service_name,
-        c.DEFAULT_NAMESPACE,
+        c.SYSTEM_NAMESPACE,
         "/mutate",
     )
     (svc,) = load(DEPLOY / "base" / "injector" / "service.yaml")

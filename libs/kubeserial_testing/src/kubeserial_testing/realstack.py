@@ -39,7 +39,8 @@ from kubeserial_testing.nodes import RealCluster
 from kubeserial_testing.probes import metric_sum
 from kubeserial_testing.umockdev import SimulatedUsb
 
-NAMESPACE = "kubeserial"
+NAMESPACE = "kubeserial"  # gateways, managers, monitors (Pod Security privileged)
+SYSTEM_NAMESPACE = "kubeserial-system"  # controller, injector (Pod Security restricted)
 E2E_OVERLAY = REPO_ROOT / "deploy" / "kustomize" / "overlays" / "e2e"
 E2E_IMAGES = REPO_ROOT / "hack" / "images" / "e2e.sh"
 SIMULATED_USB_ROOT = Path("/dev/kubeserial-e2e-usb")  # hack/images/e2e/umockdev_entry.py
@@ -91,12 +92,12 @@ class RealStack:
         self.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(E2E_OVERLAY))
         self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         self._mount_testbeds_into_the_monitor()
-        for workload in (
-            "deployment/kubeserial-controller",
-            "deployment/kubeserial-injector",
-            "daemonset/kubeserial-monitor",
+        for namespace, workload in (
+            (SYSTEM_NAMESPACE, "deployment/kubeserial-controller"),
+            (SYSTEM_NAMESPACE, "deployment/kubeserial-injector"),
+            (NAMESPACE, "daemonset/kubeserial-monitor"),
         ):
-            self.kubectl("rollout", "status", "-n", NAMESPACE, workload, "--timeout=180s", timeout=200)
+            self.kubectl("rollout", "status", "-n", namespace, workload, "--timeout=180s", timeout=200)
         wait_until(self._webhook_has_ca, within=60, message="the injector to patch its caBundle")
         return self
 
@@ -188,7 +189,7 @@ class RealStack:
 
     def diagnostics(self, *namespaces: str) -> str:
         """restartCount, Events and container logs of KubeSerial's pods and of the given namespaces."""
-        return "\n".join(self.cluster.diagnostics(ns) for ns in (NAMESPACE, *namespaces))
+        return "\n".join(self.cluster.diagnostics(ns) for ns in (SYSTEM_NAMESPACE, NAMESPACE, *namespaces))
 
 
 @contextlib.contextmanager

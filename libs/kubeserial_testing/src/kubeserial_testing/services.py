@@ -14,16 +14,23 @@ import yaml
 
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, kubeconfig_for
 
-NAMESPACE = "kubeserial"
+NAMESPACE = "kubeserial"  # gateways, managers, monitors (Pod Security privileged)
+SYSTEM_NAMESPACE = "kubeserial-system"  # controller, injector (Pod Security restricted)
+
+
+def namespace_of(component: str) -> str:
+    """Where a component's ServiceAccount lives (deploy/kustomize/base/rbac)."""
+    return SYSTEM_NAMESPACE if component in ("controller", "injector") else NAMESPACE
 
 
 def apply_rbac(plane: ControlPlane, component: str) -> Path:
     """Apply the component's shipped RBAC and return a kubeconfig holding its ServiceAccount token."""
-    plane.kubectl("create", "namespace", NAMESPACE, check=False)
+    for namespace in (NAMESPACE, SYSTEM_NAMESPACE):
+        plane.kubectl("create", "namespace", namespace, check=False)
     plane.kubectl(
         "apply", "-f", str(REPO_ROOT / "deploy" / "kustomize" / "base" / "rbac" / f"{component}.yaml")
     )
-    return plane.service_account_kubeconfig(NAMESPACE, f"kubeserial-{component}")
+    return plane.service_account_kubeconfig(namespace_of(component), f"kubeserial-{component}")
 
 
 def placeholder_pod(name: str, *, namespace: str, service_account: str, node: str) -> dict[str, Any]:

@@ -32,7 +32,14 @@ from kubeserial_common.names import gateway_name
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
 from kubeserial_testing.kubelet import Launch, SimulatedKubelet
 from kubeserial_testing.objects import get_object
-from kubeserial_testing.services import node_bound_kubeconfig, pod_bound_kubeconfig, stop_process, wait_for
+from kubeserial_testing.services import (
+    SYSTEM_NAMESPACE,
+    namespace_of,
+    node_bound_kubeconfig,
+    pod_bound_kubeconfig,
+    stop_process,
+    wait_for,
+)
 from kubeserial_testing.umockdev import SimulatedUsb
 
 NAMESPACE = "kubeserial"
@@ -192,7 +199,7 @@ class LocalStack:
 
     def _kubeconfig(self, component: str) -> Path:
         return self.plane.service_account_kubeconfig(
-            NAMESPACE, f"kubeserial-{component}", path=self.workdir / f"{component}.kubeconfig"
+            namespace_of(component), f"kubeserial-{component}", path=self.workdir / f"{component}.kubeconfig"
         )
 
     def _start_service(
@@ -206,7 +213,10 @@ class LocalStack:
     ) -> None:
         port = free_port()
         self.health_ports[name] = port
-        argv = [sys.executable, "-m", module, "--namespace", NAMESPACE, "--health-host", "127.0.0.1"]
+        # The injector's own namespace holds its Secret; the others' is the gateways' (the controller
+        # keeps its leader Lease in kubeserial-system by default).
+        namespace = SYSTEM_NAMESPACE if module == "kubeserial_injector" else NAMESPACE
+        argv = [sys.executable, "-m", module, "--namespace", namespace, "--health-host", "127.0.0.1"]
         argv += ["--health-port", str(port), "--log-format", "json", *args]
         full_env = {"KUBECONFIG": str(self._kubeconfig(component or name)), **(env or {})}
         self._commands[name] = (argv, full_env)

@@ -16,6 +16,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from kubeserial_common.core.cli import add_common_arguments
+from kubeserial_common.core.constants import SYSTEM_NAMESPACE
 from kubeserial_common.runtime.health import HealthServer
 from kubeserial_common.runtime.lean import lean_client
 from kubeserial_common.runtime.leases import LeaseHolder
@@ -38,7 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Reconcile KubeSerials into SerialDevices, available SerialDevices into gateways and "
         "ManagerScheduleRequests, and requests into manager workloads. Leader-elected.",
     )
-    add_common_arguments(parser, health_port=8080)
+    add_common_arguments(
+        parser,
+        health_port=8080,
+        namespace_help="namespace of the gateways, manager workloads and monitor Leases (privileged)",
+    )
     parser.add_argument(
         "--gateway-image",
         default=os.environ.get("KUBESERIAL_GATEWAY_IMAGE", DEFAULT_GATEWAY_IMAGE),
@@ -87,6 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--leader-election-id",
         default="kubeserial-controller",
         help="name of the leader Lease (kubeserial-controller)",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default=os.environ.get("POD_NAMESPACE") or SYSTEM_NAMESPACE,
+        help="namespace of the leader Lease, the controller's own"
+        f" (default $POD_NAMESPACE, else {SYSTEM_NAMESPACE})",
     )
     parser.add_argument(
         "--lease-duration", type=int, default=15, help="leader Lease duration in seconds (15)"
@@ -148,7 +159,7 @@ async def serve(args: argparse.Namespace) -> int:
             holder = LeaseHolder(
                 api,
                 name=args.leader_election_id,
-                namespace=args.namespace,
+                namespace=args.leader_election_namespace,
                 identity=f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
                 duration_seconds=args.lease_duration,
                 renew_seconds=args.renew_interval,

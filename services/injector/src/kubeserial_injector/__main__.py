@@ -23,6 +23,7 @@ import uvloop
 from prometheus_client import CollectorRegistry
 
 from kubeserial_common.core.cli import add_common_arguments
+from kubeserial_common.core.constants import DEFAULT_NAMESPACE, SYSTEM_NAMESPACE
 from kubeserial_common.core.errors import ApiError
 from kubeserial_common.core.podspec import DEFAULT_BRIDGE_IMAGE, BridgeSettings
 from kubeserial_common.runtime.health import HealthServer
@@ -45,8 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mutating admission webhook: pods annotated app.kubeserial.com/inject-device=<device>"
         " get the device's URLs in their environment and, in tty mode, a tty backed by a bridge sidecar.",
     )
-    add_common_arguments(parser, health_port=8080)
+    add_common_arguments(
+        parser,
+        health_port=8080,
+        namespace=SYSTEM_NAMESPACE,
+        namespace_help="the injector's own namespace: its Service's name in the certificate, its Secret",
+    )
     env = os.environ.get
+    parser.add_argument(
+        "--gateway-namespace",
+        default=env("KUBESERIAL_GATEWAY_NAMESPACE", DEFAULT_NAMESPACE),
+        help="namespace of the gateways' Services, in the URLs a pod gets"
+        f" (default $KUBESERIAL_GATEWAY_NAMESPACE, else {DEFAULT_NAMESPACE})",
+    )
     parser.add_argument("--host", default=env("KUBESERIAL_INJECTOR_HOST", "0.0.0.0"), help="webhook address")
     parser.add_argument(
         "--port", type=int, default=int(env("KUBESERIAL_INJECTOR_PORT", "8443")), help="webhook HTTPS port"
@@ -121,7 +133,9 @@ class Injector:
         self.health = HealthServer(host=args.health_host, port=args.health_port, registry=self.registry)
         self.metrics = AdmissionMetrics.register(self.registry)
         self.settings = BridgeSettings(
-            image=args.bridge_image, namespace=args.namespace, image_pull_policy=args.bridge_image_pull_policy
+            image=args.bridge_image,
+            namespace=args.gateway_namespace,
+            image_pull_policy=args.bridge_image_pull_policy,
         )
         self.server: uvicorn.Server | None = None
         self.runner = Runner(health=self.health)

@@ -32,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG") or None, help="kubeconfig file")
     top.add_argument(
-        "-n", "--namespace", default=DEFAULT_NAMESPACE, help="KubeSerial's namespace (kubeserial)"
+        "-n", "--namespace", default=DEFAULT_NAMESPACE, help="namespace of the gateways (kubeserial)"
     )
     sub = top.add_subparsers(dest="command", required=True)
     sub.add_parser("ls", help="every USB serial adapter on every node, and the device bound to it")

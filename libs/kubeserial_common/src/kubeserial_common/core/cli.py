@@ -7,7 +7,13 @@ from kubeserial_common.core.constants import DEFAULT_NAMESPACE
 from kubeserial_common.core.gatewayargs import HEALTH_PORT
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, *, health_port: int) -> None:
+def add_common_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    health_port: int,
+    namespace: str = DEFAULT_NAMESPACE,
+    namespace_help: str = "namespace KubeSerial runs in: gateways, leases, events",
+) -> None:
     parser.add_argument(
         "--kubeconfig",
         default=os.environ.get("KUBECONFIG") or None,
@@ -37,8 +43,6 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, health_port: int) -
     )
     parser.add_argument(
         "--namespace",
-        default=os.environ.get("KUBESERIAL_NAMESPACE")
-        or os.environ.get("POD_NAMESPACE")
-        or DEFAULT_NAMESPACE,
-        help=f"namespace KubeSerial runs in: gateways, leases, events (default {DEFAULT_NAMESPACE})",
+        default=os.environ.get("KUBESERIAL_NAMESPACE") or os.environ.get("POD_NAMESPACE") or namespace,
+        help=f"{namespace_help} (default $KUBESERIAL_NAMESPACE, $POD_NAMESPACE, else {namespace})",
     )

@@ -31,7 +31,11 @@ COMPONENT_LABEL: Final = "app.kubernetes.io/component"
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "kubeserial"
 
-DEFAULT_NAMESPACE: Final = "kubeserial"  # where gateways, managers, leases and Events live
+# Two namespaces, least privilege (README, Security): the gateways, manager workloads, monitors and
+# their Leases in DEFAULT_NAMESPACE (Pod Security `privileged`: gateways open host ttys); the
+# controller, the injector and the leader Lease in SYSTEM_NAMESPACE (Pod Security `restricted`).
+DEFAULT_NAMESPACE: Final = "kubeserial"
+SYSTEM_NAMESPACE: Final = "kubeserial-system"
 
 KUBESERIAL_FINALIZER: Final = f"{GROUP}/serialdevices"
 
