@@ -71,6 +71,7 @@ class Soak:
         self.rng = random.Random(seed)
         self.owns_cluster = owns_cluster
         self.adapter_node = "node-a"
+        self._address = "0.0.0.0"  # the gateway Service's ClusterIP as last read
         self.device_end = DeviceEnd()
         self.client: ClientEnd | None = None
         self.calm = False
@@ -93,22 +94,22 @@ class Soak:
         )
         self._plug("node-a")
         wait_until(lambda: self._device_ok(), within=180, message="device Available with its gateway")
-        service = stack.get("service", f"{self.device}-gateway", "-n", NAMESPACE)
-        address = service["spec"]["clusterIP"]
         netns = f"/proc/{self._client_pod_pid()}/ns/net"
-        socat = [
-            "socat",
-            "-b65536",
-            "-",
-            f"TCP:{address}:{RAW_PORT},nodelay,keepalive,keepidle=2,keepintvl=2,keepcnt=3",
-        ]
-        self.client = ClientEnd(["nsenter", f"--net={netns}", *socat])
+        self.client = ClientEnd(lambda: ["nsenter", f"--net={netns}", *socat(self._gateway_address())])
         self.device_end.start()
         self.client.start()
         self._sampler.start()
         since = time.monotonic()
         wait_until(lambda: self._flowing(since), within=60, message="records flowing both ways")
         self.calm = True
+
+    def _gateway_address(self) -> str:
+        """The gateway Service's ClusterIP, read for each connection: the Service goes with the
+        gateway when the device is unavailable and comes back with a new address."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            service = self.stack.get("service", f"{self.device}-gateway", "-n", NAMESPACE)
+            self._address = (service.get("spec") or {}).get("clusterIP") or self._address
+        return self._address
 
     def _client_pod_pid(self) -> int:
         """A pod on CLIENT_NODE labelled as connected to the device; the PID of its container (in
@@ -187,6 +188,15 @@ class Soak:
 
     def _free_says_in_use(self) -> bool:
         return condition_status(self.stack.get("serialdevice", self.device), c.FREE) == "False"
+
+    def conditions(self, since: float) -> dict[str, bool]:
+        return {
+            "flowing": self._flowing(since),
+            "device": self._device_ok(),
+            "free": self._free_says_in_use(),
+            "controller": self._controller_leads(),
+            "injector": self._injector_ready(),
+        }
 
     def converged(self, since: float) -> bool:
         return (
@@ -301,6 +311,7 @@ class Soak:
                 if self.converged(since):
                     return time.monotonic()
             self._stop.wait(1.0)
+        print(f"  not converged: {self.conditions(since)}", flush=True)
         return None
 
     def run(self, seconds: float) -> SoakReport:
@@ -345,6 +356,11 @@ class Soak:
             self.client.stop()
         self.device_end.stop()
         self._sampler.join(30)
+
+
+def socat(address: str) -> list[str]:
+    keepalive = "keepalive,keepidle=2,keepintvl=2,keepcnt=3"
+    return ["socat", "-b65536", "-", f"TCP:{address}:{RAW_PORT},nodelay,{keepalive},connect-timeout=5"]
 
 
 def main() -> int:

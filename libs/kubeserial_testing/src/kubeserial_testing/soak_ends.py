@@ -8,6 +8,7 @@ import select
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from typing import Final
 
 from kubeserial_testing.soak import RECORD, StreamCheck, records
@@ -75,7 +76,9 @@ class DeviceEnd:
 class ClientEnd:
     """The consumer: socat in a node's network namespace, reconnecting whenever its session ends."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str] | Callable[[], list[str]]) -> None:
+        """`argv`, or a function that makes it afresh for each connection (a Service's address can
+        change between two)."""
         self.argv = argv
         self.check = StreamCheck("device->app")
         self.sent = 0
@@ -95,8 +98,9 @@ class ClientEnd:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.reconnects.append(time.monotonic())
+            argv = self.argv() if callable(self.argv) else self.argv
             proc = subprocess.Popen(
-                self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
             )
             self.proc = proc
             assert proc.stdin is not None and proc.stdout is not None
