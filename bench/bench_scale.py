@@ -298,6 +298,8 @@ async def run(
     controller_health, monitor_health = free_port(), free_port()
     controller_args = ["--gateway-image", "kubeserial/gateway:bench", "--health-host", "127.0.0.1"]
     controller_args += ["--health-port", str(controller_health)]
+    if args.controller_resync is not None:  # default: the controller's own (300 s)
+        controller_args += ["--resync-seconds", str(args.controller_resync)]
     monitor_args = ["--node-name", REAL_NODE, "--health-host", "127.0.0.1"]
     monitor_args += ["--health-port", str(monitor_health)]
     all_devices = len(pairs) + 1
@@ -447,6 +449,12 @@ def main() -> int:
     parser.add_argument("--converge-timeout", type=float, default=900.0, help="for all bindings (s)")
     parser.add_argument(
         "--quiet-timeout", type=float, default=900.0, help="for the gateways after the bindings (s)"
+    )
+    parser.add_argument(
+        "--controller-resync",
+        type=float,
+        help="the controller's --resync-seconds (default: its own, 300), e.g. shorter than the run to "
+        "see that a resync sends no LIST",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()

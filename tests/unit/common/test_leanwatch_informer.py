@@ -228,3 +228,21 @@ async def test_watch_events_raise_typed_errors(server: FakeApiserver, api: LeanC
     server.watches = [b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"ty']  # cut off
     with pytest.raises(Unreachable):
         await collect()
+
+
+async def test_the_periodic_resync_replays_the_cache_without_a_list(
+    server: FakeApiserver, api: LeanClient
+) -> None:
+    """client-go's resync: every cached object to the handler again, and the watch goes on from the
+    last version seen; the apiserver is asked for no LIST after the first (issue 13)."""
+    server.lists = [listed(5, item("a", 5))]
+    # Watches that end at once (the informer watches again until its resync is due), then a quiet one.
+    server.watches = [streamed({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "6"}}})]
+    server.watches += [streamed() for _ in range(500)] + [None]
+    events: list[tuple[str, str]] = []
+    inf = informer(api, events, resync_seconds=0.05)
+    async with running(inf):
+        await until(lambda: inf.resyncs >= 2)
+        assert [kind for kind, _ in server.asked].count("list") == 1 and inf.relists == 1
+        assert set(server.watched_versions()) == {"5", "6"} and server.watched_versions()[0] == "5"
+        assert events[:3] == [("ADDED", "a"), ("MODIFIED", "a"), ("MODIFIED", "a")]

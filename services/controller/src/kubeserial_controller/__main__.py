@@ -80,7 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--resync-seconds",
         type=float,
         default=300.0,
-        help="full LIST of every watched kind this often, re-reconciling everything (default 300)",
+        help="re-reconcile everything this often: the informers replay their caches, with no LIST "
+        "(default 300)",
     )
     parser.add_argument(
         "--leader-election",

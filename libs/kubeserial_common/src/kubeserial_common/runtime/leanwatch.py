@@ -2,8 +2,11 @@
 afford kubernetes_asyncio (~45 MiB with aiohttp): the injector.
 
 Same contract as runtime.watching.Informer: a LIST gives the full state and a resourceVersion;
-WATCH continues from it; 410 Gone (an ERROR event or the HTTP status) means LIST again; a LIST also
-runs every `resync_seconds`. The watch is one streamed GET (`?watch=1`, chunked JSON lines) on a
+WATCH continues from it; 410 Gone (an ERROR event or the HTTP status) or a failed watch means LIST
+again. Every `resync_seconds` the cache is replayed to the handler (each object as MODIFIED), as
+client-go's resync does: a periodic re-reconcile of everything with no LIST, so at steady state the
+apiserver serves this informer nothing but its watch (issue 13: no LIST after start).
+The watch is one streamed GET (`?watch=1`, chunked JSON lines) on a
 connection of its own, so the client's kept-alive connections stay free for other requests.
 `keep` trims each object to the fields its user reads, so the cache holds only those (default:
 without managedFields and kubectl's last-applied annotation, as runtime.watching). LISTs are paged
@@ -158,6 +161,7 @@ class LeanInformer:
     cache: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     relists: int = 0
+    resyncs: int = 0  # cache replays (no LIST)
     expired: int = 0  # watches that ended in 410 Gone (each followed at once by a LIST, no backoff)
     backoffs: int = 0  # sleeps before retrying after any other failure
 
@@ -196,10 +200,17 @@ class LeanInformer:
             self.cache[key] = obj
         self.handler(event_type, obj)
 
-    async def _watch_until_resync(self, resource_version: str) -> None:
+    def _replay(self) -> None:
+        """The periodic resync: every cached object to the handler again, with no LIST."""
+        for obj in list(self.cache.values()):
+            self.handler("MODIFIED", obj)
+        self.resyncs += 1
+
+    async def _watch_until_resync(self, resource_version: str) -> str:
+        """Watch (at least once) until `resync_seconds` have passed; the last version seen."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.resync_seconds
-        while loop.time() < deadline:
+        while True:
             timeout = max(1, min(self.watch_timeout_seconds, int(deadline - loop.time())))
             events = watch_events(
                 self.client,
@@ -218,16 +229,23 @@ class LeanInformer:
                     resource_version = str(version)
                 if event_type in ("ADDED", "MODIFIED", "DELETED"):
                     self._apply(event_type, obj)
+            if loop.time() >= deadline:
+                return resource_version
 
     async def run(self) -> None:
         failures = 0
+        resource_version: str | None = None  # None: LIST (at start, after 410 and after failures)
         while True:
             try:
-                resource_version = await self._list()
-                failures = 0
-                await self._watch_until_resync(resource_version)
+                if resource_version is None:
+                    resource_version = await self._list()
+                    failures = 0
+                resource_version = await self._watch_until_resync(resource_version)
+                self._replay()
+                continue
             except Gone:
                 self.expired += 1
+                resource_version = None
                 log.info("watch expired; listing again", informer=self.name)
                 continue
             except Unreachable as exc:
@@ -237,6 +255,7 @@ class LeanInformer:
                 failures += 1
                 log.warning("watch failed", informer=self.name, status=exc.status, reason=exc.message)
             # Anything else is a bug: it ends run(), and the process runner stops the process.
+            resource_version = None
             self.backoffs += 1
             await asyncio.sleep(min(10.0, 0.2 * 2 ** min(failures, 6)))
 
