@@ -54,13 +54,16 @@ soak: dev ## Chaos soak on real nodes, about 10 min (bench/soak_real.py); not pa
 	$(PY) bench/soak_real.py
 
 ##@ Demo and local cluster
-demo: dev ## The main job: KubeSerial end to end on this machine (control plane, services, simulated device).
+demo: dev ## The main job: KubeSerial end to end as real pods on two real kubelets (local story where it cannot, saying why).
 	$(PY) -m kubeserial_testing.demo
 
-demo-real: dev ## The demo on two real kubelets with KubeSerial as real pods (experimental).
+demo-local: dev ## The demo's local story: services as processes, pods on a stand-in kubelet.
+	$(PY) -m kubeserial_testing.demo --local
+
+demo-real: dev ## The demo on real nodes or nothing: fails, saying why, where they cannot run.
 	$(PY) -m kubeserial_testing.demo --real-nodes
 
-demo-hold: dev ## Like demo, but keeps everything running until Ctrl-C so you can explore.
+demo-hold: dev ## Like demo (real nodes where it can), but keeps everything running until Ctrl-C.
 	$(PY) -m kubeserial_testing.demo --hold
 
 cluster-up: dev ## Start a real local control plane (etcd, kube-apiserver, ...) with the CRDs installed.
@@ -79,4 +82,4 @@ images: dev ## Build the four service images for amd64 and arm64 in a local Dock
 e2e-kind: ## The e2e overlay on a kind cluster (needs Docker, kind and a kindest/node image).
 	./hack/e2e-kind.sh
 
-.PHONY: demo-real test-real help dev venv manifests lint lint-manifests fmt test test-unit test-e2e bench soak demo demo-hold cluster-up cluster-down images e2e-kind
+.PHONY: demo-real demo-local test-real help dev venv manifests lint lint-manifests fmt test test-unit test-e2e bench soak demo demo-hold cluster-up cluster-down images e2e-kind

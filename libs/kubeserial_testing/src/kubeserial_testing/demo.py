@@ -5,6 +5,10 @@ webhook) and runs its four services under their own ServiceAccounts, applies the
 README's KubeSerial and Manager, plugs a simulated FTDI adapter (0403:6001) into node-a, and shows
 what a user sees: `kubectl get serialdevice`, the gateway, a conversation with the device over
 the network, and the device following the adapter to node-b.
+
+Where this machine can run real nodes (root, containerd, runc, the CNI plugins, a kubelet build:
+demo_real.why_not_real_nodes), the same story runs on two real kubelets with KubeSerial as real
+pods (demo_real); otherwise this local story runs and says why. `--local` forces the local one.
 """
 
 import argparse
@@ -193,21 +197,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--hold", action="store_true", help="keep everything running until Ctrl-C")
     parser.add_argument("--workdir", type=Path, help="where to keep state and logs (default: a temp dir)")
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--local",
+        action="store_true",
+        help="the local story even where real nodes can run: services as local processes, pods on a"
+        " stand-in kubelet",
+    )
+    where.add_argument(
         "--real-nodes",
         action="store_true",
-        help="run on two real kubelets (make demo-real; experimental: the consumer's tty is not yet"
-        " proven on real nodes)",
+        help="real nodes or nothing: fail, saying why, where they cannot run",
     )
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubeserial-demo-"))
     print(f"state and logs: {workdir}")
+    reason = "--local was given" if args.local else demo_real.why_not_real_nodes()
+    if reason is None:
+        demo_real.run(workdir, hold=args.hold)
+        return 0
     if args.real_nodes:
-        reason = demo_real.why_not_real_nodes()
-        if reason is None:
-            demo_real.run(workdir, hold=args.hold)
-            return 0
-        say(f"Not on real nodes ({reason}): services run as local processes, pods on a stand-in kubelet")
+        print(f"cannot run on real nodes: {reason}", file=sys.stderr)
+        return 2
+    say(f"Not on real nodes ({reason}): services run as local processes, pods on a stand-in kubelet")
     asyncio.run(demo(workdir, hold=args.hold))
     return 0
 
