@@ -76,6 +76,25 @@ def test_new_bindings_go_to_live_nodes_only() -> None:
     assert plan.bindings == {"a": port_name("live", "/dev/ttyUSB0")}
 
 
+def test_an_adapter_carried_away_from_a_lost_node_follows_to_a_live_one() -> None:
+    # node-a died with the port bound (its monitor cannot delete it); the same adapter is plugged
+    # into node-b: the device moves, and the stale port no longer names it.
+    stale = port("node-a", "/dev/ttyUSB0", "S1", holder="dev")
+    moved = port("node-b", "/dev/ttyUSB0", "S1")
+    devices = by_name(device("dev", "S1"))
+    alive_b = {"alive": lambda n: n == "node-b", "held_elsewhere": lambda _p: False}
+    plan = bind(devices, by_name(stale, moved), **alive_b)
+    assert plan.bindings == {"dev": moved["metadata"]["name"]}
+    assert plan.holders == {stale["metadata"]["name"]: None, moved["metadata"]["name"]: "dev"}
+    # With no live match it stays where it was (NodeLost until the node or the adapter returns).
+    plan = bind(devices, by_name(stale), **alive_b)
+    assert plan.bindings == {"dev": stale["metadata"]["name"]}
+    assert plan.holders == {stale["metadata"]["name"]: "dev"}
+    # A node that is alive keeps its binding even when another free match exists (no flapping).
+    plan = bind(devices, by_name(stale, moved), **ALL_ALIVE)
+    assert plan.bindings == {"dev": stale["metadata"]["name"]}
+
+
 def test_ports_held_elsewhere_and_reserved_ports_are_left_alone() -> None:
     other = port("n", "/dev/ttyUSB0", "S1", holder="someone")
     reserved = port("n", "/dev/ttyUSB1", "S2")

@@ -79,16 +79,25 @@ def bind(
     """
     plan = Plan()
     ours = {name: port for name, port in ports.items() if not held_elsewhere(port)}
-    # 1. Keep what exists: the port names the device and still matches it.
+    # 1. Keep what exists: the port names the device and still matches it. A port on a lost node
+    # (its monitor can no longer delete it) is kept only if no live node has a free match: an
+    # adapter carried away from a dead node follows the user, not the stale object.
+    on_lost_node: dict[str, str] = {}
     for port_name in sorted(ours):
         port = ours[port_name]
         holder = _status(port).get("device")
         if not holder or holder not in devices or not matches(_spec(devices[holder]), _spec(port)):
             continue
+        if not alive(str(_spec(port).get("nodeName") or "")):
+            on_lost_node.setdefault(str(holder), port_name)
+            continue
         previous = plan.bindings.get(str(holder))
         if previous is None or _status(devices[holder]).get("port") == port_name:
             plan.bindings[str(holder)] = port_name
+    for holder in plan.bindings:
+        on_lost_node.pop(holder, None)
     taken = {port: device for device, port in plan.bindings.items() if port is not None}
+    taken.update({port: device for device, port in on_lost_node.items()})
     unbound = sorted(name for name in devices if name not in plan.bindings)
 
     def free(port_name: str) -> bool:
@@ -96,6 +105,8 @@ def bind(
 
     # 2. In-place upgrade: a device an older version placed keeps that place.
     for name in unbound:
+        if name in on_lost_node:
+            continue
         status = _status(devices[name])
         node, path = status.get("nodeName"), status.get("devicePath")
         if not node or not path or condition_status(devices[name], AVAILABLE) not in ("True", "Unknown"):
@@ -118,6 +129,7 @@ def bind(
         if name in plan.bindings:
             continue
         spec = _spec(devices[name])
+        lost_port = on_lost_node.get(name)
         candidates = sorted(
             (
                 p
@@ -129,12 +141,17 @@ def bind(
             ),
             key=lambda p: port_order(ours[p]),
         )
+        if not candidates and lost_port is not None:
+            plan.bindings[name] = lost_port  # no live match: it stays where it was (NodeLost)
+            continue
         if not candidates:
             plan.bindings[name] = None
             continue
         chosen = candidates[0]
         plan.bindings[name] = chosen
         taken[chosen] = name
+        if lost_port is not None:
+            del taken[lost_port]  # released: the lost node's port no longer names the device
         message = f"bound to {describe(ours[chosen])}"
         if len(candidates) > 1:
             plan.ambiguous[name] = candidates
