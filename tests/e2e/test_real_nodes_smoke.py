@@ -93,7 +93,7 @@ def test_two_real_nodes(tmp_path: Path) -> None:
         try:
             print("start timings:", cluster.timings)
             # While it runs, only its namespaces and the (empty) mountpoint directories are new.
-            running = {"netns": [], "private_dirs": {}}
+            running: dict[str, object] = {"netns": [], "private_dirs": {}}
             assert host_snapshot(cluster.id) | running == before | running, "host changed while running"
             serve = (
                 "mkdir /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"

@@ -26,7 +26,14 @@ from kubeserial_common import constants as c
 from kubeserial_gateway.keepalive import KEEPALIVE
 from kubeserial_testing.nodes import RealCluster
 from kubeserial_testing.objects import kubeserial_for
-from kubeserial_testing.realstack import NAMESPACE, AppTty, RealStack, wait_until
+from kubeserial_testing.realstack import (
+    NAMESPACE,
+    SYSTEM_NAMESPACE,
+    AppTty,
+    RealStack,
+    app_command,
+    wait_until,
+)
 from kubeserial_testing.ttyio import baud, read_exactly, read_until
 from kubeserial_testing.umockdev import UsbAdapter
 
@@ -42,6 +49,7 @@ APPS = f"apps-{SUFFIX}"  # a namespace per run: a reused development cluster kee
 ADAPTER = UsbAdapter(serial=f"RN{SUFFIX.upper()}")
 MANAGED_ADAPTER = UsbAdapter(serial=f"MG{SUFFIX.upper()}", port=2)
 EVERY_BYTE = bytes(range(256))
+ENV_PREFIX = "KUBESERIAL_" + DEVICE.upper().replace("-", "_")
 LOSSES = "kubeserial_gateway_device_losses_total"
 SESSIONS = "kubeserial_gateway_sessions_total"
 RECONNECTS = "kubeserial_bridge_reconnects_total"
@@ -88,7 +96,8 @@ def consumer_pod() -> dict[str, object]:
                     "name": "app",
                     "image": "kubeserial/busybox:e2e",
                     "imagePullPolicy": "Never",
-                    "command": ["sleep", "86400"],
+                    # The application opens its tty (named by the injected env) at start.
+                    "command": app_command(f"{ENV_PREFIX}_TTY", "raw -echo cs8 -parenb 57600"),
                 }
             ],
         },
@@ -100,7 +109,7 @@ async def device_reads(device_fd: int, count: int) -> bytes:
 
 
 async def app_reads(app: AppTty, count: int) -> bytes:
-    return await asyncio.wait_for(asyncio.to_thread(app.read_exactly, count), 30)
+    return await asyncio.to_thread(app.read_exactly, count, within=30)
 
 
 async def both_ways(app: AppTty, device_fd: int, label: bytes) -> None:
@@ -120,7 +129,7 @@ async def test_the_story_on_real_nodes(stack: RealStack) -> None:
     webhook = stack.cluster.get_json("mutatingwebhookconfiguration", "kubeserial-injector")["webhooks"][0]
     assert webhook["clientConfig"]["service"] == {
         "name": "kubeserial-injector",
-        "namespace": NAMESPACE,
+        "namespace": SYSTEM_NAMESPACE,
         "path": "/mutate",
         "port": 443,
     }
@@ -133,7 +142,7 @@ async def test_the_story_on_real_nodes(stack: RealStack) -> None:
     admitted = stack.get("pod", CONSUMER, "-n", APPS)
     assert admitted["metadata"]["annotations"][c.INJECTED_ANNOTATION] == DEVICE
     env = {e["name"]: e.get("value") for e in admitted["spec"]["containers"][0]["env"]}
-    prefix = "KUBESERIAL_" + DEVICE.upper().replace("-", "_")
+    prefix = ENV_PREFIX
     assert env[f"{prefix}_URL"] == f"rfc2217://{DEVICE}-gateway.{NAMESPACE}.svc:2217"
     assert env[f"{prefix}_RAW_URL"] == f"socket://{DEVICE}-gateway.{NAMESPACE}.svc:3333"
     tty = env[f"{prefix}_TTY"]
@@ -150,9 +159,7 @@ async def test_the_story_on_real_nodes(stack: RealStack) -> None:
         lambda: stack.gateway_pods(DEVICE, node="node-a"), within=120, message="gateway Running on node-a"
     )
 
-    app = AppTty(
-        stack, namespace=APPS, pod=CONSUMER, container="app", tty=tty, stty="raw -echo cs8 -parenb 57600"
-    )
+    app = AppTty(stack, namespace=APPS, pod=CONSUMER, container="app", tty=tty)
     try:
         wait_until(lambda: baud(device_a) == termios.B57600, within=30, message="57600 baud at the device")
         await both_ways(app, device_a, b"node-a:")
@@ -209,7 +216,6 @@ async def test_the_story_on_real_nodes(stack: RealStack) -> None:
         await both_ways(app, device_b, b"after-loss:")
         print(f"dead gateway connection noticed after {noticed:.1f}s (bound {KEEPALIVE.dead_after_seconds}s)")
     finally:
-        app.close()
         stack.cluster.restore_link("node-a")
     consumer = stack.get("pod", CONSUMER, "-n", APPS)
     assert consumer["metadata"]["uid"] == admitted["metadata"]["uid"]

@@ -23,7 +23,6 @@ testbed is shared through the host's filesystem rather than each node's own /sys
 import contextlib
 import json
 import os
-import select
 import shutil
 import subprocess
 import time
@@ -213,63 +212,54 @@ def running_stack(workdir: Path) -> Iterator[RealStack]:
         yield real
 
 
+APP_RECEIVED = "/tmp/received"  # what the app container read from its tty (app_command)
+
+
+def app_command(tty_env: str, stty: str) -> list[str]:
+    """An application's container command (busybox): it opens its tty at start, sets it up and
+    keeps everything it reads in APP_RECEIVED. If the tty ever closed under it, `cat` would end
+    and the container would restart (the test checks restartCount)."""
+    return ["sh", "-c", f'exec 3<>"${tty_env}"; stty -F "${tty_env}" {stty}; exec cat <&3 > {APP_RECEIVED}']
+
+
 class AppTty:
-    """An application inside a pod holding its tty open, made of `kubectl exec` of busybox: one
-    exec opens the tty, sets it up and copies it to our stdout for as long as the test runs; each
-    write is an exec of busybox's printf into the same tty (opening it again changes none of its
-    settings while the first exec holds it open).
+    """The test's hands on an app container started with app_command: each write and each read is
+    a one-shot `kubectl exec` of busybox (printf into the tty; tail of APP_RECEIVED).
 
-    Not a long-lived `kubectl exec -i` fed through its stdin: on these nodes (kubectl 1.33,
-    containerd 1.6, websocket and SPDY alike) the remote stdin of such an exec ends within a
-    second, before or after the first bytes, when kubectl's stdin is a pipe from Python (and, less
-    often, from a shell); the remote `cat` exits 0 and the bytes are gone. Seen in this test and
-    in isolation; kubectl never read EOF from its own stdin."""
+    Not long-lived `kubectl exec` streams: on these nodes (kubectl 1.33, containerd 1.6,
+    websocket and SPDY alike) the remote stdin of an `exec -i` fed from a Python pipe ended within
+    a second, and the stdout of a long-lived exec sometimes delivered nothing at all (its first
+    line, written right after the tty opened, never arrived in 60 s), in about half the runs.
+    One-shot execs delivered every byte in every run."""
 
-    def __init__(
-        self, stack: RealStack, *, namespace: str, pod: str, container: str, tty: str, stty: str
-    ) -> None:
+    def __init__(self, stack: RealStack, *, namespace: str, pod: str, container: str, tty: str) -> None:
         self.tty = tty
         self.exec_ = ["kubectl", f"--kubeconfig={stack.cluster.kubeconfig}", "exec", "-n", namespace, pod]
         self.exec_ += ["-c", container, "--", "sh", "-c"]
-        reader = f"exec 3<>{tty}; stty -F {tty} {stty}; echo ready; exec cat <&3"
-        self.proc = subprocess.Popen(
-            [*self.exec_, reader], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], 60)
-        line = self.proc.stdout.readline() if ready else b"(nothing within 60 s)"
-        if line != b"ready\n":
-            self.close()
-            raise AssertionError(f"the app could not open {tty}: {line!r} {self.stderr()}")
+        self.offset = 0  # bytes of APP_RECEIVED already returned
+
+    def _exec(self, script: str, *args: str) -> bytes:
+        result = subprocess.run([*self.exec_, script, "sh", *args], capture_output=True, timeout=60)
+        if result.returncode != 0:
+            raise AssertionError(f"{script!r} in the app failed: {result.stderr.decode(errors='replace')}")
+        return result.stdout
 
     def write(self, data: bytes) -> None:
         """All of `data` written to the tty, in order, before this returns."""
         octal = "".join(f"\\{byte:03o}" for byte in data)  # busybox printf: \NNN is any byte
-        result = subprocess.run(
-            [*self.exec_, f'printf "$1" > {self.tty}', "sh", octal], capture_output=True, timeout=60
-        )
-        if result.returncode != 0:
-            raise AssertionError(
-                f"the app could not write {self.tty}: {result.stderr.decode(errors='replace')}"
-            )
+        self._exec(f'printf "$1" > {self.tty}', octal)
 
-    def read_exactly(self, count: int) -> bytes:
-        """Blocking; the caller bounds it (asyncio.wait_for around to_thread)."""
-        assert self.proc.stdout is not None
+    def read_exactly(self, count: int, *, within: float = 30) -> bytes:
+        """The next `count` bytes the app read from its tty."""
         data = b""
+        deadline = time.monotonic() + within
         while len(data) < count:
-            chunk = self.proc.stdout.read1(count - len(data))  # type: ignore[attr-defined]
-            if not chunk:
-                raise AssertionError(f"the app's tty closed after {data!r}: {self.stderr()}")
-            data += chunk
+            data += self._exec(
+                f'tail -c +"$1" {APP_RECEIVED} | head -c "$2"',
+                str(self.offset + len(data) + 1),
+                str(count - len(data)),
+            )
+            if len(data) < count and time.monotonic() > deadline:
+                raise AssertionError(f"the app read {data!r} within {within}s, wanted {count} bytes")
+        self.offset += count
         return data
-
-    def stderr(self) -> str:
-        if self.proc.poll() is None or self.proc.stderr is None:
-            return ""
-        return self.proc.stderr.read().decode(errors="replace")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
