@@ -141,8 +141,12 @@ async def running(inf: LeanInformer) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        # Cancel until it is done: on Python 3.11, asyncio.wait_for (around every read of the
+        # watch) can swallow a cancellation that arrives as its inner read completes; under load
+        # the single cancel was lost and this teardown waited for ever (seen: 300 s timeout).
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=1)
 
 
 async def test_watch_resumes_from_the_last_version_seen_and_relists_on_an_expired_event(
