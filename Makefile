@@ -44,8 +44,8 @@ test-unit: venv ## Unit tests only (fast, no control plane).
 test-e2e: dev ## The end-to-end story only (tests/e2e).
 	$(PY) -m pytest tests/e2e -q -p no:cacheprovider
 
-test-real: dev ## The story as real pods on two real kubelets (tests/e2e/test_real_story.py).
-	$(PY) -m pytest tests/e2e/test_real_story.py -p no:cacheprovider -s
+test-real: dev ## Only the stories on real kubelets (real_story marker: the story, the manager, kubectl serial console).
+	$(PY) -m pytest tests/e2e -m real_story -p no:cacheprovider -s
 
 bench: dev ## Run every benchmark; prints one table, writes bench/results/summary.json.
 	$(PY) bench/run.py

@@ -10,8 +10,7 @@ VENV="${VENV:-.venv}"
 "$VENV/bin/python" -m kubeserial_common.crdgen --out deploy/kustomize/base/crd --check
 VENV="$VENV" ./hack/lint-manifests.sh  # kube-score on the rendered overlays (README: Manifest lint)
 # -p no:cacheprovider keeps a clean clone clean; --junitxml gives CI a record of what ran.
-# real_story (tests/e2e/test_real_story.py) is deselected until it passes: `make test-real` runs it.
-"$VENV/bin/python" -m pytest tests -m "not real_story" -p no:cacheprovider --junitxml="${JUNIT_XML:-/tmp/kubeserial-junit.xml}" "$@"
+"$VENV/bin/python" -m pytest tests -p no:cacheprovider --junitxml="${JUNIT_XML:-/tmp/kubeserial-junit.xml}" "$@"
 # A run where everything was skipped, or nothing collected, is no test at all.
 "$VENV/bin/python" - "${JUNIT_XML:-/tmp/kubeserial-junit.xml}" <<'PY'
 import sys

@@ -1,12 +1,14 @@
-"""Faults with the whole stack running; each case asserts that state converges and nothing is lost.
+"""Faults with the whole stack running (on the stand-in kubelet: see README "Tests" for why);
+each case asserts that state converges and nothing is lost.
 
 Covered here: kube-apiserver down while the device is unplugged (and etcd compacted, so every
 watch comes back to 410 Gone; the controller, having lost its leader Lease, exits and is
 restarted as its pod would be). A gateway killed mid-session: test_fault_gateway_killed.py (a
 module of its own: after an outage the garbage collector backs off, and stale pods would linger).
 Covered elsewhere, on the same real components:
-- a monitor killed, its Lease expires -> NodeLost: tests/e2e/test_story.py
-- device unplugged mid-session: tests/e2e/test_story.py, tests/integration/test_gateway*.py
+- a node that dies without a FIN (link cut) -> NodeLost, the consumer follows: test_real_story.py;
+  a monitor that stops renewing its Lease: tests/integration/test_controller.py
+- device unplugged mid-session: tests/e2e/test_real_story.py, tests/integration/test_gateway*.py
 - two controller replicas, failover: tests/integration/test_controller_leader.py
 - conflicting status writes from two monitors: tests/integration/test_monitor.py, test_library_faults.py
 - injector down (unannotated pods unaffected): tests/integration/test_injector.py
