@@ -11,20 +11,17 @@ node-b. A Manager (a busybox image that plays OctoPrint) runs while its device i
 """
 
 import asyncio
-import contextlib
 import json
 import os
 import termios
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from kubeserial_common import constants as c
 from kubeserial_gateway.keepalive import KEEPALIVE
-from kubeserial_testing.nodes import RealCluster
 from kubeserial_testing.objects import kubeserial_for
 from kubeserial_testing.realstack import (
     NAMESPACE,
@@ -32,6 +29,7 @@ from kubeserial_testing.realstack import (
     AppTty,
     RealStack,
     app_command,
+    running_stack,
     wait_until,
 )
 from kubeserial_testing.ttyio import baud, read_exactly, read_until
@@ -54,24 +52,13 @@ LOSSES = "kubeserial_gateway_device_losses_total"
 SESSIONS = "kubeserial_gateway_sessions_total"
 RECONNECTS = "kubeserial_bridge_reconnects_total"
 CONNECTED = "kubeserial_bridge_connected"
+REJOIN_SECONDS = 60.0  # gateway Ready on its new node -> the bridge connected to it
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealStack]:
-    workdir = tmp_path_factory.mktemp("real")
-    existing = os.environ.get("KUBESERIAL_E2E_CLUSTER")  # development: `nodes up --dir DIR` once
-    with contextlib.ExitStack() as scope:
-        if existing:
-            cluster = RealCluster(Path(existing), detached=True)
-        else:
-            cluster = scope.enter_context(RealCluster(workdir / "cluster"))
-        real = RealStack(cluster, workdir)
-        scope.callback(real.stop)
-        try:
-            real.start()
-        except Exception:
-            print(real.diagnostics())
-            raise
+    # A cluster of its own, or the one $KUBESERIAL_E2E_CLUSTER names (development).
+    with running_stack(tmp_path_factory.mktemp("real")) as real:
         yield real
 
 
@@ -181,6 +168,16 @@ async def test_the_story_on_real_nodes(stack: RealStack) -> None:
         device_b = stack.usb["node-b"].device_side(ADAPTER)
         wait_until(lambda: stack.device_state(DEVICE) == ("True", "node-b"), within=60, message="on node-b")
         wait_until(lambda: stack.gateway_pods(DEVICE, node="node-b"), within=120, message="gateway on node-b")
+        # The bridge reconnects by itself (Service name, 10 s connect timeout, backoff capped at 2 s);
+        # until then the tty holds the app's bytes. Bounded: a CI run once took longer than the 30 s
+        # a read allows (its connects to the old address timed out).
+        reconnect = time.monotonic()
+        wait_until(
+            lambda: stack.bridge_metric(APPS, CONSUMER, CONNECTED) == 1,
+            within=REJOIN_SECONDS,
+            message="the bridge to reconnect to the gateway on node-b",
+        )
+        print(f"bridge reconnected {time.monotonic() - reconnect:.1f}s after the gateway on node-b was ready")
         wait_until(lambda: baud(device_b) == termios.B19200, within=60, message="the app's baud re-applied")
         await both_ways(app, device_b, b"node-b:")
         assert stack.bridge_metric(APPS, CONSUMER, RECONNECTS) == 1, "one reconnect, for the move"
@@ -213,6 +210,16 @@ async def test_the_story_on_real_nodes(stack: RealStack) -> None:
         device_b = stack.usb["node-b"].device_side(ADAPTER)
         wait_until(lambda: stack.device_state(DEVICE) == ("True", "node-b"), within=60, message="on node-b")
         wait_until(lambda: stack.gateway_pods(DEVICE, node="node-b"), within=120, message="gateway on node-b")
+        # The bridge reconnects by itself (Service name, 10 s connect timeout, backoff capped at 2 s);
+        # until then the tty holds the app's bytes. Bounded: a CI run once took longer than the 30 s
+        # a read allows (its connects to the old address timed out).
+        reconnect = time.monotonic()
+        wait_until(
+            lambda: stack.bridge_metric(APPS, CONSUMER, CONNECTED) == 1,
+            within=REJOIN_SECONDS,
+            message="the bridge to reconnect to the gateway on node-b",
+        )
+        print(f"bridge reconnected {time.monotonic() - reconnect:.1f}s after the gateway on node-b was ready")
         await both_ways(app, device_b, b"after-loss:")
         print(f"dead gateway connection noticed after {noticed:.1f}s (bound {KEEPALIVE.dead_after_seconds}s)")
     finally:
