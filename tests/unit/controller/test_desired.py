@@ -81,6 +81,10 @@ def test_gateway_deployment_follows_the_contract() -> None:
     assert container["resources"]["limits"]["memory"]
     assert {"name": "dev", "mountPath": "/dev", "readOnly": True} in container["volumeMounts"]
     assert pod["volumes"] == [{"name": "dev", "hostPath": {"path": "/dev", "type": "Directory"}}]
+    # The kubelet mounts the termination message file: never inside a read-only mount.
+    read_only = [m["mountPath"] for m in container["volumeMounts"] if m.get("readOnly")]
+    message = container["terminationMessagePath"]
+    assert not any(message.startswith(path.rstrip("/") + "/") for path in read_only), message
     selector = spec["selector"]["matchLabels"]
     assert selector.items() <= spec["template"]["metadata"]["labels"].items()
     assert meta["labels"][c.MANAGED_BY_LABEL] == c.MANAGED_BY

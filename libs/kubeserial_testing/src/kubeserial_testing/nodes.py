@@ -677,7 +677,7 @@ class RealCluster:
         self.wait_nodes_ready(timeout=90)
         started = self._phase("nodes ready", started)
         if self.dns:
-            self.kubectl("apply", "-f", "-", input=coredns_manifests())
+            self.kubectl("apply", "-f", "-", input=coredns_manifests(replicas=len(self.nodes)))
             self.kubectl(
                 "-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=90s", timeout=100
             )
@@ -884,7 +884,10 @@ class RealCluster:
         return "\n".join(out)
 
 
-def coredns_manifests() -> str:
+def coredns_manifests(replicas: int) -> str:
+    """CoreDNS, one replica per node as a real cluster runs it: with a single replica, cutting the
+    node it ran on left the other node without name resolution until eviction (a CI run's bridge
+    could not resolve its gateway's Service for over a minute after NodeLost)."""
     labels = {"k8s-app": "kube-dns"}
     corefile = f""".:53 {{
     errors
@@ -944,12 +947,22 @@ def coredns_manifests() -> str:
             "kind": "Deployment",
             "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
             "spec": {
-                "replicas": 1,
+                "replicas": replicas,
                 "selector": {"matchLabels": labels},
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {
                         "serviceAccountName": "coredns",
+                        "affinity": {
+                            "podAntiAffinity": {
+                                "requiredDuringSchedulingIgnoredDuringExecution": [
+                                    {
+                                        "labelSelector": {"matchLabels": labels},
+                                        "topologyKey": "kubernetes.io/hostname",
+                                    }
+                                ]
+                            }
+                        },
                         "dnsPolicy": "Default",
                         "priorityClassName": "system-cluster-critical",
                         "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"}],

@@ -125,6 +125,9 @@ def gateway_args(device: Obj, placement: Placement) -> list[str]:
     ).argv()
 
 
+GATEWAY_TERMINATION_MESSAGE_PATH = "/tmp/termination-log"
+
+
 def desired_gateway_deployment(
     device: Obj, placement: Placement, *, namespace: str, images: Images
 ) -> dict[str, Any]:
@@ -171,6 +174,11 @@ def desired_gateway_deployment(
             "readOnlyRootFilesystem": True,
         },
         "volumeMounts": [{"name": "dev", "mountPath": "/dev", "readOnly": True}],
+        # Not the default /dev/termination-log: the kubelet bind-mounts that file, and its mount
+        # point cannot be made inside the read-only host /dev (runc refuses to start the container
+        # on any node without such a file, i.e. every real node).
+        "terminationMessagePath": GATEWAY_TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     return {
         "apiVersion": r.DEPLOYMENT.api_version,
