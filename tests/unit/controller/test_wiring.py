@@ -119,8 +119,10 @@ def test_command_line_defaults_and_validation(capsys: pytest.CaptureFixture[str]
     assert args.leader_election and args.leader_election_id == "kubeserial-controller"
     assert args.gateway_image == "kubeserial/gateway:latest" and args.workers == 4
     assert not parse_args(["--no-leader-election"]).leader_election
-    with pytest.raises(SystemExit):
-        parse_args(["--workers", "0"])
+    for flag in ("--workers", "--binding-workers", "--api-connections"):
+        with pytest.raises(SystemExit):
+            parse_args([flag, "0"])
+        assert f"{flag} must be at least 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse_args(["--lease-duration", "5", "--renew-interval", "5"])
     with pytest.raises(SystemExit) as exit_info:

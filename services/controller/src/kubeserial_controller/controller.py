@@ -27,6 +27,7 @@ log = structlog.get_logger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 COMPONENT = "kubeserial-controller"
+NODE_BATCH_SECONDS = 0.2
 
 
 class Controller:
@@ -37,11 +38,13 @@ class Controller:
         settings: Settings,
         metrics: ControllerMetrics,
         workers: int = 4,
+        binding_workers: int = 16,
         resync_seconds: float = 300.0,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.workers = workers
+        self.binding_workers = binding_workers
         self.kubeserials: WorkQueue[KubeSerialKey] = WorkQueue()
         self.devices: WorkQueue[str] = WorkQueue()
         self.requests: WorkQueue[str] = WorkQueue()
@@ -101,7 +104,7 @@ class Controller:
             for key in keys:
                 self.bindings.add(key)
             for node in nodes:
-                self.nodes.add(node)
+                self._node_changed(node)
             label = (meta.get("labels") or {}).get(c.KUBESERIAL_LABEL, "")
             namespace, _, owner = label.partition(".")
             if owner:
@@ -122,7 +125,7 @@ class Controller:
             for key in self.binder.index.device_keys_for_port_keys(keys):
                 self.bindings.add(key)
             for node in nodes:
-                self.nodes.add(node)
+                self._node_changed(node)
         elif kind == "Node":
             self.nodes.add(name)
         elif kind == "Lease":
@@ -137,6 +140,11 @@ class Controller:
                 self.devices.add(str(owner.get("name")))
             elif owner.get("kind") == "ManagerScheduleRequest":
                 self.requests.add(str(owner.get("name")))
+
+    def _node_changed(self, node: str) -> None:
+        """A device or port on `node` changed: its extended resources follow a moment later, so a
+        burst of bindings on one node (a cold start, a hub plugged in) is one Node patch, not one each."""
+        self.nodes.add_after(node, NODE_BATCH_SECONDS)
 
     def _requeue_requests_of(self, device: str) -> None:
         for request in self.world.requests_where("device", device):
@@ -158,11 +166,16 @@ class Controller:
             self._run(self.devices, "SerialDevice", r.device),
             self._run(self.requests, "ManagerScheduleRequest", r.manager_request),
             self._run(self.nodes, "Node", r.node),
-            self._run(self.bindings, "Binding", self.binder.bind),
+            self._run(self.bindings, "Binding", self.binder.bind, workers=self.binding_workers),
         )
 
     async def _run(
-        self, queue: WorkQueue[K], kind: str, reconcile: Callable[[K], Awaitable[float | None]]
+        self,
+        queue: WorkQueue[K],
+        kind: str,
+        reconcile: Callable[[K], Awaitable[float | None]],
+        *,
+        workers: int | None = None,
     ) -> None:
         async def instrumented(key: K) -> float | None:
             started = time.perf_counter()
@@ -197,7 +210,11 @@ class Controller:
             task.add_done_callback(self._event_tasks.discard)
 
         await run_workers(
-            queue, instrumented, workers=self.workers, name=f"reconcile-{kind}", on_error=explain
+            queue,
+            instrumented,
+            workers=workers or self.workers,
+            name=f"reconcile-{kind}",
+            on_error=explain,
         )
 
     def _object_for(self, kind: str, key: Any) -> dict[str, Any] | None:
