@@ -28,6 +28,7 @@ from kubeserial_testing.realstack import (
     SYSTEM_NAMESPACE,
     AppTty,
     RealStack,
+    annotated_busybox_pod,
     app_command,
     running_stack,
     wait_until,
@@ -71,24 +72,9 @@ def diagnostics_on_failure(stack: RealStack, request: pytest.FixtureRequest) -> 
 
 
 def consumer_pod() -> dict[str, object]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": CONSUMER, "namespace": APPS, "annotations": {c.INJECT_ANNOTATION: DEVICE}},
-        "spec": {
-            "nodeSelector": {"kubernetes.io/hostname": "node-b"},
-            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
-            "containers": [
-                {
-                    "name": "app",
-                    "image": "kubeserial/busybox:e2e",
-                    "imagePullPolicy": "Never",
-                    # The application opens its tty (named by the injected env) at start.
-                    "command": app_command(f"{ENV_PREFIX}_TTY", "raw -echo cs8 -parenb 57600"),
-                }
-            ],
-        },
-    }
+    # The application opens its tty (named by the injected env) at start.
+    command = app_command(f"{ENV_PREFIX}_TTY", "raw -echo cs8 -parenb 57600")
+    return annotated_busybox_pod(CONSUMER, namespace=APPS, device=DEVICE, node="node-b", command=command)
 
 
 async def device_reads(device_fd: int, count: int) -> bytes:

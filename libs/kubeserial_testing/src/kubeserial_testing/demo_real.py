@@ -27,7 +27,13 @@ from kubeserial_common.conditions import condition_status
 from kubeserial_testing import nodeimages
 from kubeserial_testing.controlplane import K8S_VERSION, REPO_ROOT
 from kubeserial_testing.nodes import CGROUP_ROOT, CNI_BIN
-from kubeserial_testing.realstack import NAMESPACE, RealStack, running_stack, wait_until
+from kubeserial_testing.realstack import (
+    NAMESPACE,
+    RealStack,
+    annotated_busybox_pod,
+    running_stack,
+    wait_until,
+)
 from kubeserial_testing.ttyio import baud, read_until
 from kubeserial_testing.umockdev import UsbAdapter
 
@@ -113,23 +119,9 @@ def samples_with_local_octoprint() -> str:
 
 
 def consumer_pod() -> dict[str, object]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": CONSUMER, "namespace": APPS, "annotations": {c.INJECT_ANNOTATION: DEVICE}},
-        "spec": {
-            "nodeSelector": {"kubernetes.io/hostname": "node-b"},
-            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
-            "containers": [
-                {
-                    "name": "app",
-                    "image": "kubeserial/busybox:e2e",
-                    "imagePullPolicy": "Never",
-                    "command": ["sh", "-c", CONSUMER_SCRIPT],
-                }
-            ],
-        },
-    }
+    return annotated_busybox_pod(
+        CONSUMER, namespace=APPS, device=DEVICE, node="node-b", command=["sh", "-c", CONSUMER_SCRIPT]
+    )
 
 
 def device_on(stack: RealStack, node: str) -> bool:

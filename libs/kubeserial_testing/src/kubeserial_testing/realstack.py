@@ -212,6 +212,30 @@ def running_stack(workdir: Path) -> Iterator[RealStack]:
         yield real
 
 
+def annotated_busybox_pod(
+    name: str, *, namespace: str, device: str, node: str, command: list[str]
+) -> dict[str, Any]:
+    """A consumer as a user writes it: busybox (no Python, no socat), a non-root uid, pinned to
+    `node`, asking for `device` with the annotation; the injector adds the bridge and the tty."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "annotations": {c.INJECT_ANNOTATION: device}},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
+            "containers": [
+                {
+                    "name": "app",
+                    "image": "kubeserial/busybox:e2e",
+                    "imagePullPolicy": "Never",
+                    "command": command,
+                }
+            ],
+        },
+    }
+
+
 APP_RECEIVED = "/tmp/received"  # what the app container read from its tty (app_command)
 
 
