@@ -42,9 +42,8 @@ from typing import Any
 from kubeserial_common import constants as c
 from kubeserial_common.conditions import condition_status
 from kubeserial_common.core.names import connect_labels
-from kubeserial_testing.nodes import RealCluster
 from kubeserial_testing.objects import kubeserial_for
-from kubeserial_testing.realstack import NAMESPACE, SYSTEM_NAMESPACE, RealStack, wait_until
+from kubeserial_testing.realstack import NAMESPACE, SYSTEM_NAMESPACE, RealStack, running_stack, wait_until
 from kubeserial_testing.soak import FaultRecord, FreeSample, SoakReport, bound_nodes, free_violations
 from kubeserial_testing.soak_ends import ClientEnd, DeviceEnd
 from kubeserial_testing.umockdev import UsbAdapter
@@ -377,17 +376,7 @@ def main() -> int:
             workdir.mkdir(parents=True, exist_ok=True)
         else:
             workdir = Path(scope.enter_context(tempfile.TemporaryDirectory(prefix="kubeserial-soak-")))
-        if args.cluster:
-            cluster = RealCluster(args.cluster, detached=True)
-        else:
-            cluster = scope.enter_context(RealCluster(workdir / "cluster"))
-        stack = RealStack(cluster, workdir)
-        scope.callback(stack.stop)
-        try:
-            stack.start()
-        except Exception:
-            print(stack.diagnostics())
-            raise
+        stack = scope.enter_context(running_stack(workdir, cluster_dir=args.cluster))
         soak = Soak(
             stack,
             device=f"soak-{suffix}",

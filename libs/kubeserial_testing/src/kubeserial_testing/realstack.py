@@ -192,11 +192,11 @@ class RealStack:
 
 
 @contextlib.contextmanager
-def running_stack(workdir: Path) -> Iterator[RealStack]:
-    """A RealStack on a RealCluster of its own under `workdir`, or on the running cluster that
-    $KUBESERIAL_E2E_CLUSTER names (development: `python -m kubeserial_testing.nodes up --dir DIR`).
-    Prints the diagnostics when it cannot start."""
-    existing = os.environ.get("KUBESERIAL_E2E_CLUSTER")
+def running_stack(workdir: Path, *, cluster_dir: Path | None = None) -> Iterator[RealStack]:
+    """A RealStack on a RealCluster of its own under `workdir`, or on the running cluster in
+    `cluster_dir` or, failing that, the one $KUBESERIAL_E2E_CLUSTER names (development:
+    `python -m kubeserial_testing.nodes up --dir DIR`). Prints the diagnostics when it cannot start."""
+    existing = cluster_dir or os.environ.get("KUBESERIAL_E2E_CLUSTER")
     with contextlib.ExitStack() as scope:
         if existing:
             cluster = RealCluster(Path(existing), detached=True)
