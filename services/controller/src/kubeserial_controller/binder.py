@@ -323,17 +323,18 @@ class Binder:
         if port is not None and after == "True" and (before != "True" or name in plan.adopted):
             cond = get_condition(written, c.AVAILABLE) or {}
             reason = v.DEVICE_AVAILABLE
-            await self._emit(written, NORMAL, reason, str(cond.get("message") or reason))
+            self._emit(written, NORMAL, reason, str(cond.get("message") or reason))
         elif port is None and before == "True":
-            await self._emit(written, NORMAL, v.DEVICE_UNAVAILABLE, "its SerialPort is gone; released")
+            self._emit(written, NORMAL, v.DEVICE_UNAVAILABLE, "its SerialPort is gone; released")
         candidates = plan.ambiguous.get(name)
         if candidates and self._warned.get(name) != tuple(candidates):
             self._warned[name] = tuple(candidates)
-            await self._emit(written, WARNING, v.AMBIGUOUS_MATCH, plan.messages.get(name, ""))
+            self._emit(written, WARNING, v.AMBIGUOUS_MATCH, plan.messages.get(name, ""))
 
-    async def _emit(self, device: Obj, type_: str, reason: str, message: str) -> None:
+    def _emit(self, device: Obj, type_: str, reason: str, message: str) -> None:
+        # In the background: a binding worker moves on to the next key (a cold start binds thousands).
         obj = {**device, "apiVersion": c.API_VERSION, "kind": "SerialDevice"}
-        await self.recorder.emit(obj, type_=type_, reason=reason, message=message)
+        self.recorder.emit_soon(obj, type_=type_, reason=reason, message=message)
 
     def wake_placed_on(self, node: str) -> None:
         """Devices whose status places them on `node` decide again (SerialPorts appeared there)."""

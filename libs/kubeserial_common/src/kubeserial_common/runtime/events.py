@@ -1,5 +1,6 @@
 """Kubernetes Events for the transitions users care about (`kubectl describe` shows them)."""
 
+import asyncio
 from typing import Any
 
 from kubeserial_common.core.conditions import now_rfc3339
@@ -18,10 +19,36 @@ class EventRecorder:
     """Posts core/v1 Events through the lean client. Cluster-scoped objects get theirs in
     `cluster_namespace`."""
 
-    def __init__(self, api: LeanClient, *, component: str, cluster_namespace: str = "default") -> None:
+    def __init__(
+        self, api: LeanClient, *, component: str, cluster_namespace: str = "default", max_pending: int = 1000
+    ) -> None:
         self.api = api
         self.component = component
         self.cluster_namespace = cluster_namespace
+        self.max_pending = max_pending
+        self.dropped = 0
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def emit_soon(self, obj: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
+        """Post in the background, so that a reconcile never waits on its Event (client-go's
+        recorder is asynchronous too). Beyond `max_pending` unsent Events, new ones are dropped
+        and logged: an Event is best effort, the status is the record."""
+        if len(self._pending) >= self.max_pending:
+            self.dropped += 1
+            log.warning(
+                "event dropped: too many unsent", object=obj.get("metadata", {}).get("name"), reason=reason
+            )
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.emit(obj, type_=type_, reason=reason, message=message), name=f"event-{reason}"
+        )
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def flush(self) -> None:
+        """Until every Event handed to emit_soon is posted (or failed, which emit logs)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     async def emit(self, obj: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
         meta = obj.get("metadata", {})

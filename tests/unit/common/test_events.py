@@ -1,0 +1,66 @@
+"""EventRecorder.emit_soon: a reconcile hands an Event over and goes on; at most max_pending wait."""
+
+import asyncio
+from typing import Any, cast
+
+from kubeserial_common.core.errors import Conflict
+from kubeserial_common.runtime.events import NORMAL, EventRecorder
+from kubeserial_common.runtime.lean import LeanClient
+
+DEVICE = {
+    "apiVersion": "app.kubeserial.com/v1alpha1",
+    "kind": "SerialDevice",
+    "metadata": {"name": "printer"},
+}
+
+
+class GatedApi:
+    """Records posted Events; each create waits until the gate opens."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.gate = asyncio.Event()
+        self.posted: list[dict[str, Any]] = []
+        self.fail = fail
+
+    async def create(self, resource: Any, body: dict[str, Any], *, namespace: str | None = None) -> None:
+        await self.gate.wait()
+        if self.fail:
+            raise Conflict(409, "the apiserver said no")
+        self.posted.append({**body, "namespace": namespace})
+
+
+def recorder(api: GatedApi, *, max_pending: int = 1000) -> EventRecorder:
+    return EventRecorder(cast(LeanClient, api), component="test", max_pending=max_pending)
+
+
+async def test_emit_soon_returns_before_the_event_is_posted_and_flush_posts_it() -> None:
+    api = GatedApi()
+    events = recorder(api)
+    events.emit_soon(DEVICE, type_=NORMAL, reason="DeviceAvailable", message="bound")
+    await asyncio.sleep(0)
+    assert api.posted == []  # the caller did not wait on the apiserver
+    api.gate.set()
+    await events.flush()
+    [event] = api.posted
+    assert (event["reason"], event["message"], event["namespace"]) == ("DeviceAvailable", "bound", "default")
+    assert event["involvedObject"]["name"] == "printer"
+
+
+async def test_beyond_max_pending_events_are_dropped_and_counted() -> None:
+    api = GatedApi()
+    events = recorder(api, max_pending=2)
+    for n in range(5):
+        events.emit_soon(DEVICE, type_=NORMAL, reason=f"R{n}", message="m")
+    assert events.dropped == 3
+    api.gate.set()
+    await events.flush()
+    assert [e["reason"] for e in api.posted] == ["R0", "R1"]
+
+
+async def test_a_failed_post_is_logged_not_raised() -> None:
+    api = GatedApi(fail=True)
+    api.gate.set()
+    events = recorder(api)
+    events.emit_soon(DEVICE, type_=NORMAL, reason="R", message="m")
+    await events.flush()
+    assert api.posted == [] and events.dropped == 0
