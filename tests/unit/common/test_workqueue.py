@@ -106,3 +106,29 @@ async def test_requeue_after_and_returned_delay() -> None:
         await task
     assert seen.count("r") == 2 and seen.count("d") == 2
     assert failures_when_requeued == [0, 0], "a Requeue or a returned delay is not a failure (no backoff)"
+
+
+async def test_until_depth_at_most_waits_for_the_backlog_to_shrink() -> None:
+    queue: WorkQueue[int] = WorkQueue()
+    for key in range(5):
+        queue.add(key)
+    await asyncio.wait_for(queue.until_depth_at_most(5), 1)  # already so: at once
+    waiter = asyncio.create_task(queue.until_depth_at_most(2))
+    await asyncio.sleep(0)
+    for _ in range(2):
+        await queue.get()
+        await asyncio.sleep(0)
+        assert not waiter.done()  # 4, then 3 still wait
+    await queue.get()
+    await asyncio.wait_for(waiter, 1)
+    assert queue.depth() == 2 and queue._depth_waiters == []
+
+
+async def test_until_depth_at_most_leaves_no_waiter_behind_when_cancelled() -> None:
+    queue: WorkQueue[int] = WorkQueue()
+    for key in range(3):
+        queue.add(key)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await queue.until_depth_at_most(0)
+    assert queue._depth_waiters == []

@@ -1,6 +1,7 @@
 """Wiring: informers feed one work queue per kind; workers run the reconcilers on queued keys."""
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
@@ -28,6 +29,8 @@ log = structlog.get_logger(__name__)
 K = TypeVar("K", bound=Hashable)
 COMPONENT = "kubeserial-controller"
 NODE_BATCH_SECONDS = 0.2
+BINDINGS_BACKLOG = 32  # waiting binding keys above which device reconciles hold back
+BINDINGS_FIRST_MAX_SECONDS = 30.0
 
 
 class Controller:
@@ -163,7 +166,7 @@ class Controller:
         r = self.reconcilers
         await asyncio.gather(
             self._run(self.kubeserials, "KubeSerial", r.kubeserial),
-            self._run(self.devices, "SerialDevice", r.device),
+            self._run(self.devices, "SerialDevice", r.device, gate=self._bindings_first),
             self._run(self.requests, "ManagerScheduleRequest", r.manager_request),
             self._run(self.nodes, "Node", r.node),
             self._run(self.bindings, "Binding", self.binder.bind, workers=self.binding_workers),
@@ -176,8 +179,11 @@ class Controller:
         reconcile: Callable[[K], Awaitable[float | None]],
         *,
         workers: int | None = None,
+        gate: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         async def instrumented(key: K) -> float | None:
+            if gate is not None:
+                await gate()
             started = time.perf_counter()
             result = "error"
             try:
@@ -216,6 +222,15 @@ class Controller:
             name=f"reconcile-{kind}",
             on_error=explain,
         )
+
+    async def _bindings_first(self) -> None:
+        """Device reconciles hold back while many bindings wait (a cold start, a node with many
+        adapters coming back): a gateway (three server-side applies) needs its device bound first,
+        both share the apiserver, and the binding is what a user waits on. At most
+        BINDINGS_FIRST_MAX_SECONDS per reconcile, so NodeLost and clean-ups are never held long."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(BINDINGS_FIRST_MAX_SECONDS):
+                await self.bindings.until_depth_at_most(BINDINGS_BACKLOG)
 
     def _object_for(self, kind: str, key: Any) -> dict[str, Any] | None:
         if kind == "KubeSerial":

@@ -30,6 +30,7 @@ class WorkQueue(Generic[K]):
     _dirty: set[K] = field(default_factory=set)
     _failures: dict[K, int] = field(default_factory=dict)
     _timers: dict[K, asyncio.TimerHandle] = field(default_factory=dict)
+    _depth_waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
 
     def add(self, key: K) -> None:
         if key in self._processing:
@@ -68,7 +69,25 @@ class WorkQueue(Generic[K]):
         key = await self._queue.get()
         self._waiting.discard(key)
         self._processing.add(key)
+        if self._depth_waiters:
+            self._wake_depth_waiters()
         return key
+
+    async def until_depth_at_most(self, depth: int) -> None:
+        """Until at most `depth` keys wait (returns at once if that is already so)."""
+        if len(self._waiting) <= depth:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._depth_waiters.append((depth, future))
+        try:
+            await future
+        finally:
+            self._depth_waiters = [(d, f) for d, f in self._depth_waiters if f is not future]
+
+    def _wake_depth_waiters(self) -> None:
+        for depth, future in self._depth_waiters:
+            if len(self._waiting) <= depth and not future.done():
+                future.set_result(None)
 
     def done(self, key: K) -> None:
         self._processing.discard(key)
