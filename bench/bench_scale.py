@@ -246,6 +246,11 @@ async def run(
         "cpus": os.cpu_count(),
         "load_average_at_start": os.getloadavg(),
     }
+
+    def plane_cpu(name: str) -> float:
+        proc = plane.processes.get(name)
+        return proc_stats(proc.pid)["cpu_seconds"] if proc is not None and proc.poll() is None else 0.0
+
     started = time.perf_counter()
     await gather_limited([api.create(r.NODE, node_body(n)) for n in nodes])
     leases = [
@@ -321,6 +326,7 @@ async def run(
         ):
             # Cold start: everything exists (the real adapter is plugged in too); the controller starts.
             await asyncio.to_thread(usb.plug, REAL_ADAPTER)
+            cpu_at_cold_start = {name: plane_cpu(name) for name in ("kube-apiserver", "etcd")}
             cold = time.perf_counter()
             progress: list[tuple[float, int]] = []
             while (
@@ -341,6 +347,10 @@ async def run(
                 result["controller_start_to_first_binding_seconds"] = first
             result["cold_start_progress"] = progress[:: max(1, len(progress) // 30)]
             result["controller_after_cold_start"] = proc_stats(controller.pid)
+            # CPU seconds over the cold start / its length: the cores each kept busy while binding.
+            for name, at_start in cpu_at_cold_start.items():
+                spent = plane_cpu(name) - at_start
+                result[f"{name}_cores_during_cold_start"] = round(spent / cold_seconds, 2)
             wait_for(lambda: is_ready(controller_health), timeout=120, message="controller ready")
             wait_for(lambda: is_ready(monitor_health), timeout=30, message="monitor ready")
             after_start = await request_totals(api)
