@@ -34,6 +34,7 @@ from kubeserial_gateway.telnet import Data
 from kubeserial_testing.controlplane import free_port
 from kubeserial_testing.pty_device import PtyDevice
 from memref import python_floor_mib
+from stats import percentile
 
 RESULTS = Path(__file__).parent / "results"
 MIB = 1024 * 1024
@@ -235,11 +236,6 @@ def measure_throughput(client: RawClient, size: int) -> float:
     if bytes(received) != payload:
         raise AssertionError("throughput echo corrupted")
     return size / elapsed / 1e6
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 # --- servers -------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from kubeserial_testing.objects import apply_object, serial_device
 from kubeserial_testing.probes import running_service
 from kubeserial_testing.services import apply_rbac, wait_for
 from memref import peak_mib, python_floor_mib
+from stats import percentile
 
 RESULTS = REPO_ROOT / "bench" / "results"
 DEVICE = "bench-printer"
@@ -141,10 +142,9 @@ async def drive(
     wall = time.perf_counter() - wall
     for conn in conns:
         conn.close()
-    ordered = sorted(latencies)
 
     def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+        return percentile(latencies, p / 100) * 1000
 
     return {
         "mode": mode,
@@ -157,7 +157,7 @@ async def drive(
         "p50_ms": round(pct(50), 3),
         "p90_ms": round(pct(90), 3),
         "p99_ms": round(pct(99), 3),
-        "max_ms": round(ordered[-1] * 1000, 3),
+        "max_ms": round(max(latencies) * 1000, 3),
         "mean_ms": round(statistics.fmean(latencies) * 1000, 3),
     }
 

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import statistics
 import tempfile
 import time
 import uuid
@@ -33,27 +32,10 @@ from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
 from kubeserial_testing.probes import http_get, is_ready
 from kubeserial_testing.services import apply_rbac, service_process, wait_for
 from kubeserial_testing.umockdev import SimulatedUsb, UsbAdapter
+from stats import latency_summary
 
 NODE = "node-a"
 RESULTS = REPO_ROOT / "bench" / "results" / "monitor.json"
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(samples)
-    return ordered[max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))]
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    millis = [s * 1000 for s in samples]
-    return {
-        "n": len(millis),
-        "p50_ms": round(percentile(millis, 0.50), 2),
-        "p90_ms": round(percentile(millis, 0.90), 2),
-        "p99_ms": round(percentile(millis, 0.99), 2),
-        "max_ms": round(max(millis), 2),
-        "mean_ms": round(statistics.fmean(millis), 2),
-    }
 
 
 class AvailabilityWatch:
@@ -206,8 +188,8 @@ async def measure(
     plane.kubectl("delete", "serialdevice", name, "--wait=false")
     return {
         "cycles": cycles,
-        "plug_to_available_true": summary(plug),
-        "unplug_to_available_false": summary(unplug),
+        "plug_to_available_true": latency_summary(plug),
+        "unplug_to_available_false": latency_summary(unplug),
         "monitor_histogram": {
             "count": internal.get("kubeserial_monitor_plug_to_port_seconds_count"),
             "mean_ms": round(

@@ -56,6 +56,7 @@ from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
 from kubeserial_testing.probes import is_ready
 from kubeserial_testing.services import apply_rbac, service_process, wait_for
 from kubeserial_testing.umockdev import SimulatedUsb, UsbAdapter
+from stats import latency_summary
 
 RESULTS = REPO_ROOT / "bench" / "results" / "scale.json"
 MODELS = (
@@ -68,22 +69,6 @@ NAMESPACE = "kubeserial"
 REAL_NODE = "real-node"
 REAL_DEVICE = "real-ftdi"
 REAL_ADAPTER = UsbAdapter(serial="SCALE0001")
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(samples)
-    return ordered[max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))]
-
-
-def latency_summary(samples: list[float]) -> dict[str, float]:
-    millis = [1000 * s for s in samples]
-    return {
-        "n": len(millis),
-        "p50_ms": round(percentile(millis, 0.5), 1),
-        "p99_ms": round(percentile(millis, 0.99), 1),
-        "max_ms": round(max(millis), 1),
-    }
 
 
 def hollow_adapter(node: int, slot: int) -> tuple[dict[str, Any], dict[str, Any]]:
