@@ -1,12 +1,13 @@
 """Latency statistics shared by the benchmarks (one definition of a percentile for every table)."""
 
+import math
 import statistics
 
 
 def percentile(samples: list[float], fraction: float) -> float:
     """Nearest-rank percentile: the smallest sample with at least `fraction` of them at or below it."""
     ordered = sorted(samples)
-    return ordered[max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))]
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))]
 
 
 def latency_summary(seconds: list[float]) -> dict[str, float]:
