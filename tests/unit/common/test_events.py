@@ -4,7 +4,7 @@ import asyncio
 from typing import Any, cast
 
 from kubeserial_common.core.errors import Conflict
-from kubeserial_common.runtime.events import NORMAL, EventRecorder
+from kubeserial_common.runtime.events import BACKGROUND_SENDERS, NORMAL, EventRecorder
 from kubeserial_common.runtime.lean import LeanClient
 
 DEVICE = {
@@ -64,3 +64,29 @@ async def test_a_failed_post_is_logged_not_raised() -> None:
     events.emit_soon(DEVICE, type_=NORMAL, reason="R", message="m")
     await events.flush()
     assert api.posted == [] and events.dropped == 0
+
+
+async def test_background_posts_use_at_most_a_few_connections_at_once() -> None:
+    api = GatedApi()
+    in_flight = peak = 0
+    original = api.create
+
+    async def counting(resource: Any, body: dict[str, Any], *, namespace: str | None = None) -> None:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await original(resource, body, namespace=namespace)
+        finally:
+            in_flight -= 1
+
+    api.create = counting  # type: ignore[method-assign]
+    events = recorder(api)
+    for n in range(10):
+        events.emit_soon(DEVICE, type_=NORMAL, reason=f"R{n}", message="m")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert peak == BACKGROUND_SENDERS  # the rest wait for a sender, not for the client's connections
+    api.gate.set()
+    await events.flush()
+    assert len(api.posted) == 10

@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=16,
         help="kept-alive connections to the apiserver shared by every reconcile and the leader Lease"
-        " (default 16); watches have their own",
+        " (default 16); watches and the leader Lease have their own",
     )
     parser.add_argument(
         "--node-grace-seconds",
@@ -145,9 +145,14 @@ async def serve(args: argparse.Namespace) -> int:
     # The lean client (runtime.lean), not kubernetes_asyncio (~45 MiB with aiohttp): the controller's
     # budget is 100 MiB with 1,000 devices. Its connections bound how many requests are in flight:
     # with 5 (as before), a cold start at 10,000 devices bound 10-15 devices/s, waiting on them.
-    async with lean_client(
-        args.kubeconfig, connections=args.api_connections, user_agent="kubeserial-controller"
-    ) as api:
+    async with (
+        lean_client(
+            args.kubeconfig, connections=args.api_connections, user_agent="kubeserial-controller"
+        ) as api,
+        # The leader Lease has a connection of its own: a renewal never queues behind the workers'
+        # writes on a busy apiserver (a late renewal would cost the leadership and restart us).
+        lean_client(args.kubeconfig, connections=1, user_agent="kubeserial-controller") as lease_api,
+    ):
         controller = Controller(
             api,
             settings=settings,
@@ -178,7 +183,7 @@ async def serve(args: argparse.Namespace) -> int:
         runner.add("informers", controller.run_informers)
         if args.leader_election:
             holder = LeaseHolder(
-                api,
+                lease_api,
                 name=args.leader_election_id,
                 namespace=args.leader_election_namespace,
                 identity=f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",

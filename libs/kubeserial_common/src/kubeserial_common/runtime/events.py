@@ -12,6 +12,7 @@ from kubeserial_common.runtime.logs import get_logger
 log = get_logger(__name__)
 
 NORMAL = "Normal"
+BACKGROUND_SENDERS = 2
 WARNING = "Warning"
 
 
@@ -28,6 +29,9 @@ class EventRecorder:
         self.max_pending = max_pending
         self.dropped = 0
         self._pending: set[asyncio.Task[None]] = set()
+        # Background posts use at most this many of the client's connections at once: a burst of
+        # Events never queues the reconciles' own writes behind it.
+        self._senders = asyncio.Semaphore(BACKGROUND_SENDERS)
 
     def emit_soon(self, obj: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
         """Post in the background, so that a reconcile never waits on its Event (client-go's
@@ -40,10 +44,14 @@ class EventRecorder:
             )
             return
         task = asyncio.get_running_loop().create_task(
-            self.emit(obj, type_=type_, reason=reason, message=message), name=f"event-{reason}"
+            self._send_later(obj, type_=type_, reason=reason, message=message), name=f"event-{reason}"
         )
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    async def _send_later(self, obj: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
+        async with self._senders:
+            await self.emit(obj, type_=type_, reason=reason, message=message)
 
     async def flush(self) -> None:
         """Until every Event handed to emit_soon is posted (or failed, which emit logs)."""
