@@ -24,6 +24,7 @@ from urllib.parse import urlencode, urlsplit
 from kubeserial_common.core.errors import ApiError as ApiError  # what every call here raises
 from kubeserial_common.core.errors import Unreachable, from_status
 from kubeserial_common.core.resources import ResourceInfo, custom_by_plural
+from kubeserial_common.runtime.tasks import within
 
 SA_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH: Final = "application/merge-patch+json"
@@ -300,9 +301,7 @@ class LeanClient:
         if params:
             path = f"{path}?{urlencode(params)}"
         try:
-            return await asyncio.wait_for(
-                self._request(method, path, body=body, content_type=content_type), timeout
-            )
+            return await within(self._request(method, path, body=body, content_type=content_type), timeout)
         except TimeoutError as exc:
             raise Unreachable(f"{method} {path}: no answer within {timeout}s") from exc
         except (OSError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:

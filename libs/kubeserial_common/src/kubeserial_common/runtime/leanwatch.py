@@ -26,7 +26,7 @@ from kubeserial_common.core.errors import ApiError, Gone, Unreachable, from_stat
 from kubeserial_common.core.resources import ResourceInfo
 from kubeserial_common.runtime.lean import LeanClient
 from kubeserial_common.runtime.logs import get_logger
-from kubeserial_common.runtime.tasks import run_together
+from kubeserial_common.runtime.tasks import run_together, within
 
 log = get_logger(__name__)
 
@@ -85,7 +85,7 @@ async def watch_events(
     if token:
         head.append(f"Authorization: Bearer {token}")
     try:
-        reader, writer = await asyncio.wait_for(
+        reader, writer = await within(
             asyncio.open_connection(
                 client._host,
                 client._port,
@@ -101,7 +101,7 @@ async def watch_events(
         # The server answers at once (headers) and then sends events; it ends the watch by itself
         # after timeoutSeconds: a silence much longer than that is a dead connection.
         idle = timeout_seconds + 30
-        status_line = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), idle)
+        status_line = await within(reader.readuntil(b"\r\n\r\n"), idle)
         lines = status_line.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)
         status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
@@ -109,19 +109,19 @@ async def watch_events(
             line.lower().startswith("transfer-encoding:") and "chunked" in line.lower() for line in lines
         )
         if status >= 400 or not status:
-            body = await asyncio.wait_for(reader.read(MAX_EVENT), idle)
+            body = await within(reader.read(MAX_EVENT), idle)
             raise from_status(status, body)
         pending = b""
         while True:
             if chunked:
-                size_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), idle)
+                size_line = await within(reader.readuntil(b"\r\n"), idle)
                 size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
                     return
-                data = await asyncio.wait_for(reader.readexactly(size + 2), idle)
+                data = await within(reader.readexactly(size + 2), idle)
                 pending += data[:-2]
             else:
-                data = await asyncio.wait_for(reader.read(65536), idle)
+                data = await within(reader.read(65536), idle)
                 if not data:
                     return
                 pending += data

@@ -2,8 +2,18 @@
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Iterable
-from typing import Any
+from collections.abc import Awaitable, Coroutine, Iterable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+async def within(awaitable: Awaitable[T], seconds: float) -> T:
+    """`awaitable`, or TimeoutError after `seconds`. Not asyncio.wait_for: on Python 3.11 it can
+    swallow a cancellation that arrives just as the inner call completes, and a task cancelled at
+    shutdown then runs on (a benchmark hung in its clean-up that way)."""
+    async with asyncio.timeout(seconds):
+        return await awaitable
 
 
 async def run_together(coroutines: Iterable[Coroutine[Any, Any, Any]], *, name: str) -> None:
