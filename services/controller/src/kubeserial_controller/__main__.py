@@ -80,8 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--api-connections",
         type=int,
         default=16,
-        help="kept-alive connections to the apiserver shared by every reconcile and the leader Lease"
-        " (default 16); watches and the leader Lease have their own",
+        help="kept-alive connections to the apiserver shared by every reconcile and Event (default 16);"
+        " watches and the leader Lease have their own",
     )
     parser.add_argument(
         "--node-grace-seconds",

@@ -12,8 +12,8 @@ from kubeserial_common.runtime.logs import get_logger
 log = get_logger(__name__)
 
 NORMAL = "Normal"
-BACKGROUND_SENDERS = 2
 WARNING = "Warning"
+BACKGROUND_SENDERS = 2  # connections that background Events may use at once
 
 
 class EventRecorder:
