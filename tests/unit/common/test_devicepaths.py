@@ -1,5 +1,6 @@
 """Which device paths KubeSerial serves (kubeserial_common.core.devicepaths) and the models' check."""
 
+import re
 import subprocess
 
 import pytest
@@ -77,3 +78,19 @@ def test_the_gateways_test_only_switch_is_never_shipped() -> None:
             ["kubectl", "kustomize", str(overlay)], check=True, capture_output=True, text=True
         ).stdout
         assert ga.TEST_ALLOW_ANY_TTY not in rendered, overlay.name
+
+
+def test_a_link_name_is_bounded_by_the_longest_path_that_can_exist() -> None:
+    longest_name = "a" * 255  # NAME_MAX
+    assert dp.device_path_problem(f"/dev/serial/by-path/{longest_name}", field="f") is None
+    assert dp.device_path_problem(f"/dev/serial/by-id/{longest_name}", field="f") is None
+    too_long = f"/dev/serial/by-path/{longest_name}b"
+    assert dp.device_path_problem(too_long, field="spec.devicePath") is not None
+
+
+def test_the_crd_regexes_have_no_large_counted_repetition() -> None:
+    # The apiserver compiles a CEL rule's regex at every evaluation; a {0,254} made every status
+    # write compile a program 254 copies long. Lengths are bounded by maxLength/size() instead.
+    for pattern in (dp.DEVICE_PATH, dp.DEVNODE, dp.BY_ID):
+        counts = re.findall(r"\{(\d+),(\d+)\}", pattern)
+        assert all(int(high) <= 4 for _, high in counts), (pattern, counts)
