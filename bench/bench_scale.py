@@ -53,7 +53,7 @@ from kubeserial_common.runtime.lean import LeanClient, lean_client
 from kubeserial_common.runtime.leanwatch import LeanInformer
 from kubeserial_common.runtime.leases import LeaseHolder
 from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane, free_port
-from kubeserial_testing.probes import is_ready
+from kubeserial_testing.probes import http_get, is_ready
 from kubeserial_testing.services import apply_rbac, service_process, wait_for
 from kubeserial_testing.umockdev import SimulatedUsb, UsbAdapter
 from stats import latency_summary
@@ -129,6 +129,28 @@ def proc_stats(pid: int) -> dict[str, float]:
     }
 
 
+def binding_reconcile_mean_ms(health_port: int) -> float | None:
+    """The controller's mean Binding reconcile time so far, from its own /metrics (sum / count)."""
+    _, body = http_get(health_port, "/metrics")
+    prefix = 'kubeserial_controller_reconcile_duration_seconds_{}{{kind="Binding"}} '
+    values = {}
+    for line in body.splitlines():
+        for part in ("sum", "count"):
+            if line.startswith(prefix.format(part)):
+                values[part] = float(line.rsplit(" ", 1)[1])
+    if not values.get("count"):
+        return None
+    return round(1000 * values["sum"] / values["count"], 1)
+
+
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine so far, from /proc/stat."""
+    # user nice system idle iowait irq softirq steal (guest time is already in user)
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
 def parse_request_totals(text: str) -> dict[tuple[str, str], float]:
     """apiserver_request_total summed by (verb, resource[/subresource]); non-resource URLs left out."""
     totals: dict[tuple[str, str], float] = {}
@@ -177,6 +199,18 @@ async def until_quiet(api: LeanClient, *, timeout: float, window: float = 10.0) 
             return True, time.perf_counter() - began
         last = now
     return False, time.perf_counter() - began
+
+
+PROFILE = RESULTS.with_name("scale-apiserver-cpu.pprof")
+
+
+async def profile_apiserver(api: LeanClient, seconds: float) -> str:
+    """kube-apiserver's own CPU profile (its /debug/pprof) from the controller's start, for `go tool
+    pprof -top`: where the apiserver's time goes while binding."""
+    path = f"/debug/pprof/profile?seconds={int(seconds)}"
+    PROFILE.parent.mkdir(parents=True, exist_ok=True)
+    PROFILE.write_bytes(await api.request_bytes("GET", path, timeout=seconds + 30))
+    return str(PROFILE)
 
 
 class Availability:
@@ -312,7 +346,15 @@ async def run(
             # Cold start: everything exists (the real adapter is plugged in too); the controller starts.
             await asyncio.to_thread(usb.plug, REAL_ADAPTER)
             cpu_at_cold_start = {name: plane_cpu(name) for name in ("kube-apiserver", "etcd")}
+            cpu_at_cold_start["controller"] = proc_stats(controller.pid)["cpu_seconds"]
+            cpu_at_cold_start["hollow_monitors_process"] = proc_stats(os.getpid())["cpu_seconds"]
+            machine_at_cold_start = machine_cpu()
             cold = time.perf_counter()
+            profiling = (
+                asyncio.create_task(profile_apiserver(api, args.profile_apiserver))
+                if args.profile_apiserver
+                else None
+            )
             progress: list[tuple[float, int]] = []
             while (
                 len(availability.available) < all_devices
@@ -333,9 +375,20 @@ async def run(
             result["cold_start_progress"] = progress[:: max(1, len(progress) // 30)]
             result["controller_after_cold_start"] = proc_stats(controller.pid)
             # CPU seconds over the cold start / its length: the cores each kept busy while binding.
+            cpu_now = {name: plane_cpu(name) for name in ("kube-apiserver", "etcd")}
+            cpu_now["controller"] = proc_stats(controller.pid)["cpu_seconds"]
+            cpu_now["hollow_monitors_process"] = proc_stats(os.getpid())["cpu_seconds"]
             for name, at_start in cpu_at_cold_start.items():
-                spent = plane_cpu(name) - at_start
+                spent = cpu_now[name] - at_start
                 result[f"{name}_cores_during_cold_start"] = round(spent / cold_seconds, 2)
+            busy, total = (now - then for now, then in zip(machine_cpu(), machine_at_cold_start, strict=True))
+            result["machine_cores_busy_during_cold_start"] = round((os.cpu_count() or 1) * busy / total, 2)
+            result["controller_binding_reconcile_mean_ms"] = binding_reconcile_mean_ms(controller_health)
+            if profiling is not None:
+                result["apiserver_profile"] = await profiling
+            if args.cold_start_only:
+                result["controller"] = proc_stats(controller.pid)
+                return
             wait_for(lambda: is_ready(controller_health), timeout=120, message="controller ready")
             wait_for(lambda: is_ready(monitor_health), timeout=30, message="monitor ready")
             after_start = await request_totals(api)
@@ -451,12 +504,29 @@ def main() -> int:
         help="the controller's --resync-seconds (default: its own, 300), e.g. shorter than the run to "
         "see that a resync sends no LIST",
     )
+    parser.add_argument(
+        "--cold-start-only",
+        action="store_true",
+        help="stop once every binding converged (no gateway phase, plug cycles or steady window)",
+    )
+    parser.add_argument(
+        "--profile-apiserver",
+        type=float,
+        metavar="SECONDS",
+        help=f"take kube-apiserver's CPU profile for SECONDS from the controller's start ({PROFILE.name})",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         work = Path(tmp)
-        plane = ControlPlane(work / "plane", with_controller_manager=False, with_scheduler=False).start()
+        plane = ControlPlane(
+            work / "plane",
+            with_controller_manager=False,
+            with_scheduler=False,
+            # the test planes run without /debug/pprof (a later flag wins)
+            apiserver_args=("--profiling=true",) if args.profile_apiserver else (),
+        ).start()
         try:
             plane.kubectl("apply", "-k", str(REPO_ROOT / "deploy" / "kustomize" / "base" / "crd"))
             plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
