@@ -62,6 +62,21 @@ def test_a_serial_port_with_any_other_path_is_denied_naming_the_field(
     assert code != 0 and "spec.devnode must be the device node of a USB serial tty" in err, err
 
 
+@pytest.mark.parametrize("prefix", ["/dev/serial/by-id/", "/dev/serial/by-path/"])
+def test_a_link_name_longer_than_linux_allows_is_denied(control_plane: ControlPlane, prefix: str) -> None:
+    """A link's name is at most NAME_MAX (255) characters under either prefix; the CRD checks it
+    by the path's size, since a counted regex repetition is compiled again at every write."""
+    name = "a" * 255
+    code, err = dry_run_create(control_plane, serial_port("node-b-long", devicePath=prefix + name))
+    assert code == 0, err
+    code, err = dry_run_create(control_plane, serial_port("node-b-long", devicePath=prefix + name + "b"))
+    assert code != 0 and "spec.devicePath" in err, err
+    if prefix.endswith("by-id/"):
+        too_long = serial_port("node-b-long", byIdPath=prefix + name + "b")
+        code, err = dry_run_create(control_plane, too_long)
+        assert code != 0 and "spec.byIdPath" in err, err
+
+
 def test_a_serial_device_cannot_be_pointed_at_a_mainboard_uart(control_plane: ControlPlane) -> None:
     control_plane.kubectl(
         "apply",

@@ -84,13 +84,14 @@ def test_a_link_name_is_bounded_by_the_longest_path_that_can_exist() -> None:
     longest_name = "a" * 255  # NAME_MAX
     assert dp.device_path_problem(f"/dev/serial/by-path/{longest_name}", field="f") is None
     assert dp.device_path_problem(f"/dev/serial/by-id/{longest_name}", field="f") is None
-    too_long = f"/dev/serial/by-path/{longest_name}b"
-    assert dp.device_path_problem(too_long, field="spec.devicePath") is not None
+    for prefix in ("/dev/serial/by-path/", "/dev/serial/by-id/"):
+        too_long = f"{prefix}{longest_name}b"
+        assert dp.device_path_problem(too_long, field="spec.devicePath") is not None, prefix
 
 
 def test_the_crd_regexes_have_no_large_counted_repetition() -> None:
     # The apiserver compiles a CEL rule's regex at every evaluation; a {0,254} made every status
-    # write compile a program 254 copies long. Lengths are bounded by maxLength/size() instead.
+    # write compile a program 254 copies long. Lengths are bounded by maxLength and the rules' size().
     for pattern in (dp.DEVICE_PATH, dp.DEVNODE, dp.BY_ID):
         counts = re.findall(r"\{(\d+),(\d+)\}", pattern)
         assert all(int(high) <= 4 for _, high in counts), (pattern, counts)

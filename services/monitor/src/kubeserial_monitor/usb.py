@@ -11,11 +11,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubeserial_common.core.devicepaths import is_usb_tty_name
+from kubeserial_common.core.devicepaths import BY_ID_PREFIX, BY_PATH_PREFIX, is_usb_tty_name
 from kubeserial_common.core.serialports import port_name, port_object
 
-BY_ID_PREFIX = "/dev/serial/by-id/"
-BY_PATH_PREFIX = "/dev/serial/by-path/"
 _HEX4 = re.compile(r"^[0-9a-f]{4}$")
 
 

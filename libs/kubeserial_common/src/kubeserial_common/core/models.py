@@ -325,7 +325,7 @@ class SerialPortSpec(Model):
     product: str | None = Field(default=None, max_length=256, description="USB product string (the model).")
     by_id_path: str | None = Field(
         default=None,
-        max_length=devicepaths.DEVICE_PATH_MAX,
+        max_length=devicepaths.BY_ID_MAX,
         pattern=devicepaths.BY_ID,
         description="/dev/serial/by-id link.",
     )
