@@ -270,6 +270,12 @@ async def run(
         proc = plane.processes.get(name)
         return proc_stats(proc.pid)["cpu_seconds"] if proc is not None and proc.poll() is None else 0.0
 
+    def cpu_seconds_by_process(controller_pid: int) -> dict[str, float]:
+        seconds = {name: plane_cpu(name) for name in ("kube-apiserver", "etcd")}
+        seconds["controller"] = proc_stats(controller_pid)["cpu_seconds"]
+        seconds["hollow_monitors_process"] = proc_stats(os.getpid())["cpu_seconds"]
+        return seconds
+
     started = time.perf_counter()
     await gather_limited([api.create(r.NODE, node_body(n)) for n in nodes])
     leases = [
@@ -345,9 +351,7 @@ async def run(
         ):
             # Cold start: everything exists (the real adapter is plugged in too); the controller starts.
             await asyncio.to_thread(usb.plug, REAL_ADAPTER)
-            cpu_at_cold_start = {name: plane_cpu(name) for name in ("kube-apiserver", "etcd")}
-            cpu_at_cold_start["controller"] = proc_stats(controller.pid)["cpu_seconds"]
-            cpu_at_cold_start["hollow_monitors_process"] = proc_stats(os.getpid())["cpu_seconds"]
+            cpu_at_cold_start = cpu_seconds_by_process(controller.pid)
             machine_at_cold_start = machine_cpu()
             cold = time.perf_counter()
             profiling = (
@@ -375,9 +379,7 @@ async def run(
             result["cold_start_progress"] = progress[:: max(1, len(progress) // 30)]
             result["controller_after_cold_start"] = proc_stats(controller.pid)
             # CPU seconds over the cold start / its length: the cores each kept busy while binding.
-            cpu_now = {name: plane_cpu(name) for name in ("kube-apiserver", "etcd")}
-            cpu_now["controller"] = proc_stats(controller.pid)["cpu_seconds"]
-            cpu_now["hollow_monitors_process"] = proc_stats(os.getpid())["cpu_seconds"]
+            cpu_now = cpu_seconds_by_process(controller.pid)
             for name, at_start in cpu_at_cold_start.items():
                 spent = cpu_now[name] - at_start
                 result[f"{name}_cores_during_cold_start"] = round(spent / cold_seconds, 2)
