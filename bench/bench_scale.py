@@ -152,7 +152,8 @@ def machine_cpu() -> tuple[int, int]:
 
 
 def parse_request_totals(text: str) -> dict[tuple[str, str], float]:
-    """apiserver_request_total summed by (verb, resource[/subresource]); non-resource URLs left out."""
+    """apiserver_request_total summed by (verb, resource[/subresource]), with the code appended to
+    the resource when it is not 2xx (a 409 is a retried write); non-resource URLs left out."""
     totals: dict[tuple[str, str], float] = {}
     for line in text.splitlines():
         if not line.startswith("apiserver_request_total{"):
@@ -165,7 +166,9 @@ def parse_request_totals(text: str) -> dict[tuple[str, str], float]:
         if not resource:
             continue
         subresource = labels.get("subresource", "")
-        key = (labels.get("verb", ""), resource + (f"/{subresource}" if subresource else ""))
+        code = labels.get("code", "200")
+        failed = "" if code.startswith("2") else f" {code}"
+        key = (labels.get("verb", ""), resource + (f"/{subresource}" if subresource else "") + failed)
         totals[key] = totals.get(key, 0.0) + float(value)
     return totals
 
@@ -351,6 +354,7 @@ async def run(
         ):
             # Cold start: everything exists (the real adapter is plugged in too); the controller starts.
             await asyncio.to_thread(usb.plug, REAL_ADAPTER)
+            requests_at_cold_start = await request_totals(api)
             cpu_at_cold_start = cpu_seconds_by_process(controller.pid)
             machine_at_cold_start = machine_cpu()
             cold = time.perf_counter()
@@ -385,6 +389,7 @@ async def run(
                 result[f"{name}_cores_during_cold_start"] = round(spent / cold_seconds, 2)
             busy, total = (now - then for now, then in zip(machine_cpu(), machine_at_cold_start, strict=True))
             result["machine_cores_busy_during_cold_start"] = round((os.cpu_count() or 1) * busy / total, 2)
+            result["cold_start_requests"] = delta(await request_totals(api), requests_at_cold_start)
             result["controller_binding_reconcile_mean_ms"] = binding_reconcile_mean_ms(controller_health)
             if profiling is not None:
                 result["apiserver_profile"] = await profiling

@@ -57,15 +57,14 @@ def test_a_serial_port_with_any_other_path_is_denied_naming_the_field(
     """Before issue 17 `nodeName: node-b, devicePath: /dev/ttyS0` was admitted (pattern ^/dev/[^.])."""
     code, err = dry_run_create(control_plane, serial_port("node-b-uart", devicePath=path))
     assert code != 0
-    assert "spec.devicePath must be a USB serial device path" in err, err
+    assert "spec.devicePath in body should match '^/dev/(serial/by-(id|path)/" in err, err
     code, err = dry_run_create(control_plane, serial_port("node-b-uart", devnode="/dev/ttyS0"))
-    assert code != 0 and "spec.devnode must be the device node of a USB serial tty" in err, err
+    assert code != 0 and "spec.devnode in body should match '^/dev/tty(USB|ACM" in err, err
 
 
 @pytest.mark.parametrize("prefix", ["/dev/serial/by-id/", "/dev/serial/by-path/"])
 def test_a_link_name_longer_than_linux_allows_is_denied(control_plane: ControlPlane, prefix: str) -> None:
-    """A link's name is at most NAME_MAX (255) characters under either prefix; the CRD checks it
-    by the path's size, since a counted regex repetition is compiled again at every write."""
+    """A link's name is at most NAME_MAX (255) characters under either prefix."""
     name = "a" * 255
     code, err = dry_run_create(control_plane, serial_port("node-b-long", devicePath=prefix + name))
     assert code == 0, err
@@ -107,7 +106,8 @@ def test_a_serial_device_cannot_be_pointed_at_a_mainboard_uart(control_plane: Co
         return result.returncode, result.stderr
 
     code, err = patch("/dev/ttyS0")
-    assert code != 0 and "status.devicePath must be a USB serial device path" in err, err
+    assert code != 0 and 'status.devicePath: Invalid value: "/dev/ttyS0"' in err, err
+    assert "should match '^/dev/(serial/by-(id|path)/" in err, err
     code, err = patch("/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0")
     assert code == 0, err
 

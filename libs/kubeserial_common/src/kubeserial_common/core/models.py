@@ -41,11 +41,14 @@ def _devnode(value: str) -> str:
     return value
 
 
-# USB serial device paths (kubeserial_common.core.devicepaths): checked here for Python callers and
-# by the CRDs' CEL rules (`cel_rules` below) for the apiserver, with messages that name the field.
-DevicePath = Annotated[str, AfterValidator(_device_path)]
-Devnode = Annotated[str, AfterValidator(_devnode)]
-_DEVICE_PATH_MESSAGE = f"must be a USB serial device path: {devicepaths.ALLOWED}"
+# USB serial device paths (kubeserial_common.core.devicepaths): checked here for Python callers, with
+# messages that list what is allowed, and by the CRDs' OpenAPI `pattern` for the apiserver (compiled
+# once there; a CEL rule's regex is compiled at every status write). Only KubeSerial's own
+# components write these fields (the monitor, the controller), and they check first.
+DevicePath = Annotated[
+    str, AfterValidator(_device_path), Field(json_schema_extra={"pattern": devicepaths.DEVICE_PATH})
+]
+Devnode = Annotated[str, AfterValidator(_devnode), Field(json_schema_extra={"pattern": devicepaths.DEVNODE})]
 
 ConditionType = Literal["Ready", "Available", "Free"]
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -239,12 +242,6 @@ class SerialDevice(Resource):
             "message": f"metadata.name must be a DNS-1123 label of at most {DEVICE_NAME_MAX} characters"
             " starting with a letter",
         },
-        devicepaths.cel_rule(
-            "status.devicePath",
-            devicepaths.DEVICE_PATH,
-            guards=("status", "status.devicePath"),
-            message=f"status.devicePath {_DEVICE_PATH_MESSAGE}",
-        ),
     )
 
     spec: SerialDeviceSpec
@@ -325,7 +322,7 @@ class SerialPortSpec(Model):
     product: str | None = Field(default=None, max_length=256, description="USB product string (the model).")
     by_id_path: str | None = Field(
         default=None,
-        max_length=devicepaths.BY_ID_MAX,
+        max_length=devicepaths.DEVICE_PATH_MAX,
         pattern=devicepaths.BY_ID,
         description="/dev/serial/by-id link.",
     )
@@ -366,18 +363,6 @@ class SerialPort(Resource):
         {"name": "Model", "type": "string", "jsonPath": ".spec.product"},
         {"name": "Device", "type": "string", "jsonPath": ".status.device"},
     )
-    cel_rules = (
-        devicepaths.cel_rule(
-            "spec.devicePath", devicepaths.DEVICE_PATH, message=f"spec.devicePath {_DEVICE_PATH_MESSAGE}"
-        ),
-        devicepaths.cel_rule(
-            "spec.devnode",
-            devicepaths.DEVNODE,
-            message="spec.devnode must be the device node of a USB serial tty: /dev/ttyUSB<n>,"
-            " /dev/ttyACM<n> (or /dev/ttyCH341USB<n>, /dev/ttyCH343USB<n>, /dev/ttyXRUSB<n>)",
-        ),
-    )
-
     spec: SerialPortSpec
     status: SerialPortStatus = Field(default_factory=SerialPortStatus)
 
