@@ -320,7 +320,6 @@ async def run(
         handler=availability.on_event,
         name="bench",
         resync_seconds=10.0**7,  # this process lists once: every later LIST is someone else's
-        page_size=500,
     )
     watching = asyncio.create_task(watch.run())
     await watch.synced.wait()

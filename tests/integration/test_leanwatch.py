@@ -134,3 +134,52 @@ async def test_relists_after_410_and_misses_nothing(plane: ControlPlane, api: Le
     finally:
         task.cancel()
         plane._terminate("kube-apiserver-b")
+
+
+def cache_lists(metrics: str) -> float:
+    """LISTs of SerialDevices kube-apiserver answered from its watch cache, from its own metrics."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("apiserver_cache_list_total{") and f"{c.SERIALDEVICES}" in line
+    )
+
+
+async def test_a_list_far_larger_than_any_answer_the_client_takes_whole(api: LeanClient) -> None:
+    """600 SerialDevices of 10 kB (6 MB, beyond the lean client's 4 MiB per answer): one LIST from
+    the watch cache, parsed as it streams in; every object arrives."""
+    label = {"bulk": "list-test"}
+
+    def bulky(index: int) -> dict[str, Any]:
+        obj = device(f"bulk-{index:03d}")
+        obj["metadata"]["labels"] = label
+        obj["metadata"]["annotations"] = {"bulky": f"{index:03d}" + "x" * 10_000}
+        return obj
+
+    gate = asyncio.Semaphore(16)
+
+    async def create(index: int) -> None:
+        async with gate:
+            await api.create(SERIALDEVICE, bulky(index))
+
+    await asyncio.gather(*(create(i) for i in range(600)))
+    informer = LeanInformer(
+        client=api,
+        resource=SERIALDEVICE,
+        handler=lambda kind, obj: None,
+        name="bulk",
+        label_selector="bulk=list-test",
+        resync_seconds=600,
+    )
+    lists_before = cache_lists(await api.request_text("GET", "/metrics"))
+    task = asyncio.create_task(informer.run())
+    try:
+        await asyncio.wait_for(informer.synced.wait(), 60)
+        assert informer.relists == 1 and len(informer.cache) == 600
+        sample = informer.cache[("", "bulk-599")]["metadata"]["annotations"]["bulky"]
+        assert sample.startswith("599") and len(sample) == 10_003
+        assert cache_lists(await api.request_text("GET", "/metrics")) == lists_before + 1
+    finally:
+        task.cancel()
+        for i in range(600):
+            await api.delete(SERIALDEVICE, f"bulk-{i:03d}")

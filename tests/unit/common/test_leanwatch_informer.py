@@ -28,10 +28,8 @@ def item(name: str, rv: int, **labels: str) -> dict[str, Any]:
     return {"metadata": {"name": name, "resourceVersion": str(rv), "labels": labels, "managedFields": [{}]}}
 
 
-def listed(rv: int, *items: dict[str, Any], token: str = "") -> bytes:
+def listed(rv: int, *items: dict[str, Any]) -> bytes:
     meta: dict[str, Any] = {"resourceVersion": str(rv)}
-    if token:
-        meta["continue"] = token
     body = json.dumps({"kind": "SerialDeviceList", "metadata": meta, "items": list(items)}).encode()
     return (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
@@ -89,8 +87,7 @@ class FakeApiserver:
                     return
                 writer.write(reply)
                 await writer.drain()
-                if kind == "watch":
-                    return  # a watch answer ends its connection
+                return  # every answer ends its connection: watches and lists ask for that
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         finally:
@@ -205,16 +202,60 @@ async def test_other_failures_back_off_and_then_list_again(server: FakeApiserver
         assert server.watched_versions() == ["5", "9"]
 
 
-async def test_lists_are_paged_with_the_selector(server: FakeApiserver, api: LeanClient) -> None:
-    server.lists = [listed(0, item("a", 1), token="t1"), listed(7, item("b", 2))]
-    inf = informer(api, [], label_selector="x=y", page_size=1)
+def listed_in_pieces(rv: int, *items: dict[str, Any], piece: int = 5) -> bytes:
+    """A custom resource's LIST answer as the apiserver writes it (keys sorted: `items` before
+    `metadata`), chunked into pieces of `piece` bytes, so items and numbers are cut everywhere."""
+    body = json.dumps(
+        {"apiVersion": "v1", "items": list(items), "kind": "List", "metadata": {"resourceVersion": str(rv)}}
+    ).encode()
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    pieces = b"".join(chunk(body[i : i + piece]) for i in range(0, len(body), piece))
+    return head + pieces + b"0\r\n\r\n"
+
+
+def listed_versions(server: FakeApiserver) -> list[str]:
+    return [params["resourceVersion"] for kind, params in server.asked if kind == "list"]
+
+
+async def test_lists_come_from_the_watch_cache_whole_with_the_selector(
+    server: FakeApiserver, api: LeanClient
+) -> None:
+    """resourceVersion=0, no limit (the watch cache ignores it): the answer is parsed as it streams."""
+    server.lists = [listed_in_pieces(7, item("a", 1), item("b", 2, tag="é"))]
+    inf = informer(api, [], label_selector="x=y")
     async with running(inf):
         await until(lambda: server.watched_versions() == ["7"])
-        pages = [params for kind, params in server.asked if kind == "list"]
-        assert [p.get("continue") for p in pages] == [None, "t1"]
-        assert all(p["limit"] == "1" and p["labelSelector"] == "x=y" for p in pages)
+        (kind, params), *_ = server.asked
+        assert kind == "list" and params == {"resourceVersion": "0", "labelSelector": "x=y"}
         assert server.asked[-1][1]["labelSelector"] == "x=y"
         assert set(inf.cache) == {("", "a"), ("", "b")}
+        assert inf.cache[("", "b")]["metadata"]["labels"] == {"tag": "é"}
+
+
+async def test_a_list_after_a_410_asks_for_at_least_the_last_version_seen(
+    server: FakeApiserver, api: LeanClient
+) -> None:
+    """Not "0": another apiserver's watch cache may be behind what this informer already saw."""
+    server.lists = [listed(10, item("a", 9)), listed(30, item("a", 20))]
+    server.watches = [
+        streamed({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "15"}}}, expired_event()),
+        None,
+    ]
+    inf = informer(api, [])
+    async with running(inf):
+        await until(lambda: server.watched_versions() == ["10", "30"])
+        assert listed_versions(server) == ["0", "15"]
+
+
+async def test_a_list_cut_off_mid_answer_is_retried_from_any_version(
+    server: FakeApiserver, api: LeanClient
+) -> None:
+    whole = listed_in_pieces(7, item("a", 1))
+    server.lists = [whole[: len(whole) // 2], listed(8, item("a", 1))]
+    inf = informer(api, [])
+    async with running(inf):
+        await until(lambda: server.watched_versions() == ["8"], within=10)
+        assert listed_versions(server) == ["0", "0"] and inf.backoffs == 1
 
 
 async def test_watch_events_raise_typed_errors(server: FakeApiserver, api: LeanClient) -> None:
@@ -250,3 +291,13 @@ async def test_the_periodic_resync_replays_the_cache_without_a_list(
         assert [kind for kind, _ in server.asked].count("list") == 1 and inf.relists == 1
         assert set(server.watched_versions()) == {"5", "6"} and server.watched_versions()[0] == "5"
         assert events[:3] == [("ADDED", "a"), ("MODIFIED", "a"), ("MODIFIED", "a")]
+
+
+async def test_a_429_to_the_list_is_retried_after_a_pause(server: FakeApiserver, api: LeanClient) -> None:
+    """kube-apiserver answers 429 to a LIST from a watch cache it is still filling (a resource
+    nobody read since it started), and under priority and fairness: retried, from any version."""
+    server.lists = [status(429, "TooManyRequests"), listed(5, item("a", 5))]
+    inf = informer(api, [])
+    async with running(inf):
+        await until(lambda: server.watched_versions() == ["5"])
+        assert listed_versions(server) == ["0", "0"] and (inf.relists, inf.backoffs) == (1, 1)

@@ -1,5 +1,5 @@
 """List-then-watch with a local cache on the lean client (runtime.lean), for processes that cannot
-afford kubernetes_asyncio (~45 MiB with aiohttp): the injector.
+afford kubernetes_asyncio (~45 MiB with aiohttp): the controller and the injector.
 
 Same contract as runtime.watching.Informer: a LIST gives the full state and a resourceVersion;
 WATCH continues from it; 410 Gone (an ERROR event or the HTTP status) or a failed watch means LIST
@@ -9,9 +9,9 @@ apiserver serves this informer nothing but its watch (issue 13: no LIST after st
 The watch is one streamed GET (`?watch=1`, chunked JSON lines) on a
 connection of its own, so the client's kept-alive connections stay free for other requests.
 `keep` trims each object to the fields its user reads, so the cache holds only those (default:
-without managedFields and kubectl's last-applied annotation, as runtime.watching). LISTs are paged
-(`page_size` items per request, one snapshot): the lean client refuses answers over 4 MiB, and only
-one page of raw JSON is held at a time.
+without managedFields and kubectl's last-applied annotation, as runtime.watching). LISTs come from
+the apiserver's watch cache, as client-go's (`list_streamed`): not paged, parsed item by item as the
+answer streams in, so no more than one item of raw JSON is held at a time.
 """
 
 import asyncio
@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from kubeserial_common.core.errors import ApiError, Gone, Unreachable, from_status
+from kubeserial_common.core.errors import ApiError, Gone, TooManyRequests, Unreachable, from_status
+from kubeserial_common.core.liststream import ListStream, ListStreamError
 from kubeserial_common.core.resources import ResourceInfo
 from kubeserial_common.runtime.lean import LeanClient
 from kubeserial_common.runtime.logs import get_logger
@@ -32,7 +33,8 @@ log = get_logger(__name__)
 
 ObjectKey = tuple[str, str]  # (namespace or "", name)
 Handler = Callable[[str, dict[str, Any]], None]
-MAX_EVENT = 4 * 1024 * 1024
+MAX_EVENT = 4 * 1024 * 1024  # the largest watch event or list item taken (an object is at most 1.5 MiB)
+LIST_IDLE_SECONDS = 60  # the longest silence inside a LIST answer
 
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -54,26 +56,9 @@ def object_key(obj: dict[str, Any]) -> ObjectKey:
     return (meta.get("namespace") or "", meta.get("name", ""))
 
 
-async def watch_events(
-    client: LeanClient,
-    resource: ResourceInfo,
-    *,
-    resource_version: str,
-    timeout_seconds: int,
-    namespace: str | None = None,
-    label_selector: str | None = None,
-) -> AsyncIterator[dict[str, Any]]:
-    """The watch's events ({"type", "object"}) until the server ends it; typed errors."""
-    params = {
-        "watch": "1",
-        "resourceVersion": resource_version,
-        "timeoutSeconds": str(timeout_seconds),
-        "allowWatchBookmarks": "true",
-    }
-    if label_selector:
-        params["labelSelector"] = label_selector
-    path = f"{resource.path(namespace=namespace)}?{urlencode(params)}"
-    endpoint = client.endpoint
+async def _stream_body(client: LeanClient, path: str, *, what: str, idle: float) -> AsyncIterator[bytes]:
+    """The body of a GET, piece by piece as it arrives, on a connection of its own (closed after);
+    typed errors. `idle`: the longest silence that is not a dead connection."""
     head = [
         f"GET {path} HTTP/1.1",
         f"Host: {client._host_header}",  # the lean client's connection settings, shared
@@ -95,12 +80,9 @@ async def watch_events(
             15,
         )
     except (OSError, ssl.SSLError, TimeoutError) as exc:
-        raise Unreachable(f"watch {resource.plural} on {endpoint.server}: {exc!r}") from exc
+        raise Unreachable(f"{what} on {client.endpoint.server}: {exc!r}") from exc
     try:
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-        # The server answers at once (headers) and then sends events; it ends the watch by itself
-        # after timeoutSeconds: a silence much longer than that is a dead connection.
-        idle = timeout_seconds + 30
         status_line = await within(reader.readuntil(b"\r\n\r\n"), idle)
         lines = status_line.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)
@@ -111,7 +93,6 @@ async def watch_events(
         if status >= 400 or not status:
             body = await within(reader.read(MAX_EVENT), idle)
             raise from_status(status, body)
-        pending = b""
         while True:
             if chunked:
                 size_line = await within(reader.readuntil(b"\r\n"), idle)
@@ -119,18 +100,12 @@ async def watch_events(
                 if size == 0:
                     return
                 data = await within(reader.readexactly(size + 2), idle)
-                pending += data[:-2]
+                yield data[:-2]
             else:
                 data = await within(reader.read(65536), idle)
                 if not data:
                     return
-                pending += data
-            if len(pending) > MAX_EVENT:
-                raise Unreachable(f"watch {resource.plural}: event larger than {MAX_EVENT} bytes")
-            *complete, pending = pending.split(b"\n")
-            for line in complete:
-                if line.strip():
-                    yield json.loads(line)
+                yield data
     except (
         OSError,
         ssl.SSLError,
@@ -138,9 +113,74 @@ async def watch_events(
         asyncio.IncompleteReadError,
         asyncio.LimitOverrunError,
     ) as exc:
-        raise Unreachable(f"watch {resource.plural}: {exc!r}") from exc
+        raise Unreachable(f"{what}: {exc!r}") from exc
     finally:
         writer.close()
+
+
+async def watch_events(
+    client: LeanClient,
+    resource: ResourceInfo,
+    *,
+    resource_version: str,
+    timeout_seconds: int,
+    namespace: str | None = None,
+    label_selector: str | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """The watch's events ({"type", "object"}) until the server ends it; typed errors."""
+    params = {
+        "watch": "1",
+        "resourceVersion": resource_version,
+        "timeoutSeconds": str(timeout_seconds),
+        "allowWatchBookmarks": "true",
+    }
+    if label_selector:
+        params["labelSelector"] = label_selector
+    path = f"{resource.path(namespace=namespace)}?{urlencode(params)}"
+    # The server ends the watch by itself after timeoutSeconds: a silence much longer than that is
+    # a dead connection.
+    what = f"watch {resource.plural}"
+    pending = b""
+    async for data in _stream_body(client, path, what=what, idle=timeout_seconds + 30):
+        pending += data
+        if len(pending) > MAX_EVENT:
+            raise Unreachable(f"{what}: event larger than {MAX_EVENT} bytes")
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            if line.strip():
+                yield json.loads(line)
+
+
+async def list_streamed(
+    client: LeanClient,
+    resource: ResourceInfo,
+    on_item: Callable[[dict[str, Any]], None],
+    *,
+    resource_version: str,
+    namespace: str | None = None,
+    label_selector: str | None = None,
+) -> str:
+    """LIST at `resource_version` ("0": whatever the apiserver's watch cache has; a version seen
+    before: at least that new), each item to `on_item` as it is parsed; the list's version.
+
+    The watch cache answers these without reading or decoding anything from etcd, where a paged
+    LIST (`limit`) reads every page from etcd; but it ignores `limit`, so the answer is parsed as
+    it streams in (core.liststream), never held whole. client-go's informers list the same way.
+    """
+    params = {"resourceVersion": resource_version}
+    if label_selector:
+        params["labelSelector"] = label_selector
+    path = f"{resource.path(namespace=namespace)}?{urlencode(params)}"
+    what = f"list {resource.plural}"
+    stream = ListStream(max_item=MAX_EVENT)
+    try:
+        async for data in _stream_body(client, path, what=what, idle=LIST_IDLE_SECONDS):
+            for item in stream.feed(data):
+                on_item(item)
+        stream.close()
+    except ListStreamError as exc:
+        raise Unreachable(f"{what}: {exc}") from exc
+    return str((stream.head.get("metadata") or {}).get("resourceVersion", ""))
 
 
 @dataclass
@@ -155,7 +195,6 @@ class LeanInformer:
     namespace: str | None = None
     label_selector: str | None = None
     keep: Callable[[dict[str, Any]], dict[str, Any]] = without_bookkeeping
-    page_size: int = 250
     resync_seconds: float = 300.0
     watch_timeout_seconds: int = 60
     cache: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
@@ -164,21 +203,22 @@ class LeanInformer:
     resyncs: int = 0  # cache replays (no LIST)
     expired: int = 0  # watches that ended in 410 Gone (each followed at once by a LIST, no backoff)
     backoffs: int = 0  # sleeps before retrying after any other failure
+    seen_version: str = "0"  # the newest resourceVersion seen (lists and watch events)
 
-    async def _list(self) -> str:
+    async def _list(self, not_older_than: str) -> str:
         fresh: dict[ObjectKey, dict[str, Any]] = {}
-        params = {"limit": str(self.page_size)}
-        if self.label_selector:
-            params["labelSelector"] = self.label_selector
-        path = self.resource.path(namespace=self.namespace)
-        while True:
-            body = await self.client.request("GET", path, params=params)
-            for item in body.pop("items", None) or []:
-                fresh[object_key(item)] = self.keep(item)
-            token = body.get("metadata", {}).get("continue")
-            if not token:
-                break
-            params = {**params, "continue": str(token)}
+
+        def take(item: dict[str, Any]) -> None:
+            fresh[object_key(item)] = self.keep(item)
+
+        version = await list_streamed(
+            self.client,
+            self.resource,
+            take,
+            resource_version=not_older_than,
+            namespace=self.namespace,
+            label_selector=self.label_selector,
+        )
         for key, old in list(self.cache.items()):
             if key not in fresh:
                 del self.cache[key]
@@ -189,7 +229,7 @@ class LeanInformer:
             self.handler("ADDED" if previous is None else "MODIFIED", obj)
         self.relists += 1
         self.synced.set()
-        return str(body.get("metadata", {}).get("resourceVersion", ""))
+        return version
 
     def _apply(self, event_type: str, obj: dict[str, Any]) -> None:
         key = object_key(obj)
@@ -226,7 +266,7 @@ class LeanInformer:
                     raise from_status(int(obj.get("code") or 0), obj)
                 version = obj.get("metadata", {}).get("resourceVersion")
                 if version:
-                    resource_version = str(version)
+                    resource_version = self.seen_version = str(version)
                 if event_type in ("ADDED", "MODIFIED", "DELETED"):
                     self._apply(event_type, obj)
             if loop.time() >= deadline:
@@ -235,10 +275,14 @@ class LeanInformer:
     async def run(self) -> None:
         failures = 0
         resource_version: str | None = None  # None: LIST (at start, after 410 and after failures)
+        # What a LIST asks for (seen_version): "0" (any version the watch cache has) at start and
+        # after failures; after a 410, at least the last version seen (the cache is past it already).
+        self.seen_version = "0"
         while True:
             try:
                 if resource_version is None:
-                    resource_version = await self._list()
+                    resource_version = await self._list(self.seen_version)
+                    self.seen_version = resource_version or "0"
                     failures = 0
                 resource_version = await self._watch_until_resync(resource_version)
                 self._replay()
@@ -251,11 +295,17 @@ class LeanInformer:
             except Unreachable as exc:
                 failures += 1
                 log.warning("apiserver unreachable; retrying", informer=self.name, error=str(exc))
+            except TooManyRequests as exc:
+                # Priority and fairness, or a watch cache still being filled (a resource nobody
+                # read since the apiserver started): it says "later", as it is meant to.
+                failures += 1
+                log.info("apiserver asks to retry later", informer=self.name, reason=exc.message)
             except ApiError as exc:
                 failures += 1
                 log.warning("watch failed", informer=self.name, status=exc.status, reason=exc.message)
             # Anything else is a bug: it ends run(), and the process runner stops the process.
             resource_version = None
+            self.seen_version = "0"  # e.g. a restored etcd: versions seen before may never come again
             self.backoffs += 1
             await asyncio.sleep(min(10.0, 0.2 * 2 ** min(failures, 6)))
 
