@@ -129,6 +129,15 @@ def proc_stats(pid: int) -> dict[str, float]:
     }
 
 
+def controller_metric(health_port: int, name: str) -> float | None:
+    """One unlabelled sample of the controller's own /metrics."""
+    _, body = http_get(health_port, "/metrics")
+    for line in body.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def binding_reconcile_mean_ms(health_port: int) -> float | None:
     """The controller's mean Binding reconcile time so far, from its own /metrics (sum / count)."""
     _, body = http_get(health_port, "/metrics")
@@ -390,6 +399,10 @@ async def run(
             result["machine_cores_busy_during_cold_start"] = round((os.cpu_count() or 1) * busy / total, 2)
             result["cold_start_requests"] = delta(await request_totals(api), requests_at_cold_start)
             result["controller_binding_reconcile_mean_ms"] = binding_reconcile_mean_ms(controller_health)
+            # Binding Events it could not post in time (best effort: the status is the record).
+            result["controller_events_dropped"] = controller_metric(
+                controller_health, "kubeserial_controller_events_dropped"
+            )
             if profiling is not None:
                 result["apiserver_profile"] = await profiling
             if args.cold_start_only:

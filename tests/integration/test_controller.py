@@ -479,6 +479,7 @@ def test_health_and_metrics(controller: RunningService, control_plane: ControlPl
     assert controller.ready()
     assert http_get(controller.health_port, "/healthz")[0] == 200
     assert controller.metric("kubeserial_controller_queue_depth", kind="SerialDevice") is not None
+    assert controller.metric("kubeserial_controller_events_dropped") == 0.0  # nothing queues up here
 
     def reconciles() -> float:
         return controller.metric(RECONCILES, kind="SerialDevice", result="success") or 0.0

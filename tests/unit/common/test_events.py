@@ -3,6 +3,8 @@
 import asyncio
 from typing import Any, cast
 
+from structlog.testing import capture_logs
+
 from kubeserial_common.core.errors import Conflict
 from kubeserial_common.runtime.events import BACKGROUND_SENDERS, NORMAL, EventRecorder
 from kubeserial_common.runtime.lean import LeanClient
@@ -55,6 +57,23 @@ async def test_beyond_max_pending_events_are_dropped_and_counted() -> None:
     api.gate.set()
     await events.flush()
     assert [e["reason"] for e in api.posted] == ["R0", "R1"]
+
+
+async def test_a_burst_of_drops_is_one_log_line_and_a_summary_not_one_per_event() -> None:
+    api = GatedApi()
+    events = recorder(api, max_pending=2)
+    with capture_logs() as logged:
+        for n in range(500):
+            events.emit_soon(DEVICE, type_=NORMAL, reason=f"R{n}", message="m")
+        api.gate.set()
+        await events.flush()
+        events.emit_soon(DEVICE, type_=NORMAL, reason="after", message="m")  # the queue has room
+        await events.flush()
+    assert [(e["event"], e.get("dropped")) for e in logged if e["log_level"] == "warning"] == [
+        ("events dropped: too many unsent; dropping until they are posted", None),
+        ("events posted again", 498),
+    ]
+    assert events.dropped == 498 and [e["reason"] for e in api.posted] == ["R0", "R1", "after"]
 
 
 async def test_a_failed_post_is_logged_not_raised() -> None:

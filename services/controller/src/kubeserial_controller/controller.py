@@ -79,6 +79,7 @@ class Controller:
         for kind, queue in self._queues().items():
             metrics.track_queue(kind, queue.depth)
         metrics.track_devices(self.world.all_devices)
+        metrics.track_dropped_events(lambda: self.reconcilers.recorder.dropped)
 
     def _queues(self) -> dict[str, WorkQueue[Any]]:
         return {

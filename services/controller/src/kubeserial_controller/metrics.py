@@ -55,9 +55,19 @@ class ControllerMetrics:
             ["kind"],
             registry=registry,
         )
+        self.events_dropped = Gauge(
+            "kubeserial_controller_events_dropped",
+            "Events dropped since the start because too many were waiting to be posted (the status"
+            " is the record; a cold start of thousands of devices drops most of its Events).",
+            registry=registry,
+        )
         self.leader = Gauge(
             "kubeserial_controller_leader", "1 while this replica holds the leader Lease.", registry=registry
         )
+
+    def track_dropped_events(self, dropped: Callable[[], int]) -> None:
+        """kubeserial_controller_events_dropped: Events not posted because too many were unsent."""
+        self.events_dropped.set_function(lambda: float(dropped()))
 
     def track_queue(self, kind: str, depth: Callable[[], int]) -> None:
         self.queue_depth.labels(kind=kind).set_function(lambda: float(depth()))

@@ -28,6 +28,7 @@ class EventRecorder:
         self.cluster_namespace = cluster_namespace
         self.max_pending = max_pending
         self.dropped = 0
+        self._dropped_in_burst = 0  # since the queue was last full
         self._pending: set[asyncio.Task[None]] = set()
         # Background posts use at most this many of the client's connections at once: a burst of
         # Events never queues the reconciles' own writes behind it.
@@ -39,10 +40,18 @@ class EventRecorder:
         and logged: an Event is best effort, the status is the record."""
         if len(self._pending) >= self.max_pending:
             self.dropped += 1
-            log.warning(
-                "event dropped: too many unsent", object=obj.get("metadata", {}).get("name"), reason=reason
-            )
+            self._dropped_in_burst += 1
+            if self._dropped_in_burst == 1:  # one line per burst, not one per Event (thousands)
+                log.warning(
+                    "events dropped: too many unsent; dropping until they are posted",
+                    unsent=len(self._pending),
+                    first=obj.get("metadata", {}).get("name"),
+                    reason=reason,
+                )
             return
+        if self._dropped_in_burst:
+            log.warning("events posted again", dropped=self._dropped_in_burst, dropped_total=self.dropped)
+            self._dropped_in_burst = 0
         task = asyncio.get_running_loop().create_task(
             self._send_later(obj, type_=type_, reason=reason, message=message), name=f"event-{reason}"
         )
