@@ -301,3 +301,27 @@ async def test_a_429_to_the_list_is_retried_after_a_pause(server: FakeApiserver,
     async with running(inf):
         await until(lambda: server.watched_versions() == ["5"])
         assert listed_versions(server) == ["0", "0"] and (inf.relists, inf.backoffs) == (1, 1)
+
+
+async def test_replays_go_to_the_resync_handler_in_slices(api: LeanClient) -> None:
+    """A replay of many objects lets the event loop run in between (the controller's watches and
+    workers go on during it), and goes to its own handler when one is given."""
+    handled: list[tuple[str, str]] = []
+    replayed: list[str] = []
+    inf = informer(api, handled)
+    inf.resync_handler = lambda kind, obj: replayed.append(kind)
+    count = 3 * leanwatch.REPLAY_SLICE
+    inf.cache = {("", f"d{i:04d}"): item(f"d{i:04d}", 5) for i in range(count)}
+    turns: list[int] = []  # how many objects were replayed each time another task got to run
+
+    async def observer() -> None:
+        while True:
+            turns.append(len(replayed))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(observer())
+    await asyncio.sleep(0)
+    await inf._replay()
+    watcher.cancel()
+    assert replayed == ["MODIFIED"] * count and handled == [] and inf.resyncs == 1
+    assert {leanwatch.REPLAY_SLICE, 2 * leanwatch.REPLAY_SLICE} <= set(turns)

@@ -132,3 +132,16 @@ async def test_until_depth_at_most_leaves_no_waiter_behind_when_cancelled() -> N
         async with asyncio.timeout(0.05):
             await queue.until_depth_at_most(0)
     assert queue._depth_waiters == []
+
+
+async def test_low_keys_wait_behind_every_other_key_and_move_up_when_added_again() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    for key in ("replay-1", "replay-2", "replay-3"):
+        queue.add(key, low=True)
+    queue.add("plug")
+    queue.add("replay-3")  # a real change to a key the replay queued: no longer behind the others
+    queue.add("replay-1", low=True)  # already waiting: stays where it is, once
+    assert queue.depth() == 4
+    order = [await queue.get() for _ in range(4)]
+    assert order == ["plug", "replay-3", "replay-1", "replay-2"]
+    assert queue.depth() == 0

@@ -92,67 +92,69 @@ class Controller:
 
     # -- watch events -> keys --------------------------------------------------------------------
 
-    def on_event(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
-        """Map a change of any watched object to the keys whose desired state may depend on it."""
+    def on_event(self, kind: str, event_type: str, obj: dict[str, Any], *, resync: bool = False) -> None:
+        """Map a change of any watched object to the keys whose desired state may depend on it.
+        `resync`: the informers' periodic replay, whose keys wait behind every real change."""
+        low = resync  # the work queues' back lane
         meta = obj.get("metadata") or {}
         name = str(meta.get("name", ""))
         if kind == "KubeSerial":
             namespace = str(meta.get("namespace", ""))
-            self.kubeserials.add((namespace, name))
+            self.kubeserials.add((namespace, name), low=low)
             # Ingress settings feed the manager objects of this KubeSerial's devices.
             for device in self.world.devices_of(namespace, name):
-                self._requeue_requests_of(device["metadata"]["name"])
+                self._requeue_requests_of(device["metadata"]["name"], low=low)
         elif kind == "SerialDevice":
-            self.devices.add(name)
+            self.devices.add(name, low=low)
             keys, nodes = self.binder.index.device_event(event_type, obj)
             for key in keys:
-                self.bindings.add(key)
+                self.bindings.add(key, low=low)
             for node in nodes:
                 self._node_changed(node)
             label = (meta.get("labels") or {}).get(c.KUBESERIAL_LABEL, "")
             namespace, _, owner = label.partition(".")
             if owner:
-                self.kubeserials.add((namespace, owner))
-            self._requeue_requests_of(name)
+                self.kubeserials.add((namespace, owner), low=low)
+            self._requeue_requests_of(name, low=low)
         elif kind == "Manager":
             for device_name in self.world.devices_naming(name):
-                self.devices.add(device_name)
+                self.devices.add(device_name, low=low)
             for request in self.world.requests_where("manager", name):
-                self.requests.add(request["metadata"]["name"])
+                self.requests.add(request["metadata"]["name"], low=low)
         elif kind == "ManagerScheduleRequest":
-            self.requests.add(name)
+            self.requests.add(name, low=low)
             wanted_by = (obj.get("spec") or {}).get("device")
             if wanted_by:
-                self.devices.add(str(wanted_by))
+                self.devices.add(str(wanted_by), low=low)
         elif kind == "SerialPort":
             keys, nodes = self.binder.index.port_event(event_type, obj)
             for key in self.binder.index.device_keys_for_port_keys(keys):
-                self.bindings.add(key)
+                self.bindings.add(key, low=low)
             for node in nodes:
                 self._node_changed(node)
         elif kind == "Node":
-            self.nodes.add(name)
+            self.nodes.add(name, low=low)
         elif kind == "Lease":
             lease_node = d.node_from_lease_name(name)
             if lease_node is not None:
-                self.nodes.add(lease_node)
+                self.nodes.add(lease_node, low=low)
         else:  # our Deployments, Services, ConfigMaps, Ingresses, NetworkPolicies: wake their owner
             owner = d.controller_owner(obj)
             if owner is None:
                 return
             if owner.get("kind") == "SerialDevice":
-                self.devices.add(str(owner.get("name")))
+                self.devices.add(str(owner.get("name")), low=low)
             elif owner.get("kind") == "ManagerScheduleRequest":
-                self.requests.add(str(owner.get("name")))
+                self.requests.add(str(owner.get("name")), low=low)
 
     def _node_changed(self, node: str) -> None:
         """A device or port on `node` changed: its extended resources follow a moment later, so a
         burst of bindings on one node (a cold start, a hub plugged in) is one Node patch, not one each."""
         self.nodes.add_after(node, NODE_BATCH_SECONDS)
 
-    def _requeue_requests_of(self, device: str) -> None:
+    def _requeue_requests_of(self, device: str, *, low: bool = False) -> None:
         for request in self.world.requests_where("device", device):
-            self.requests.add(request["metadata"]["name"])
+            self.requests.add(request["metadata"]["name"], low=low)
 
     # -- running ---------------------------------------------------------------------------------
 

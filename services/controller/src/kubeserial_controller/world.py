@@ -4,9 +4,9 @@ Reconcilers read only from here and write through the API; a change they make co
 watch event, which is what queues the next reconcile.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from kubeserial_common.core import constants as c
 from kubeserial_common.core import resources as r
@@ -15,7 +15,11 @@ from kubeserial_common.runtime.lean import LeanClient
 from kubeserial_common.runtime.leanwatch import LeanInformer as Informer
 
 Obj = dict[str, Any]
-EventSink = Callable[[str, str, Obj], None]  # (kind, event type, object)
+
+
+class EventSink(Protocol):
+    def __call__(self, kind: str, event_type: str, obj: Obj, *, resync: bool = False) -> None: ...
+
 
 OWNED_SELECTOR = f"{c.MANAGED_BY_LABEL}={c.MANAGED_BY}"
 
@@ -34,6 +38,8 @@ class World:
                 client=api,
                 resource=resource,
                 handler=partial(on_event, resource.kind),
+                # The periodic replay: its keys wait behind every real change (runtime.workqueue).
+                resync_handler=partial(on_event, resource.kind, resync=True),
                 name=resource.kind,
                 namespace=namespace,
                 label_selector=label_selector,

@@ -35,6 +35,7 @@ ObjectKey = tuple[str, str]  # (namespace or "", name)
 Handler = Callable[[str, dict[str, Any]], None]
 MAX_EVENT = 4 * 1024 * 1024  # the largest watch event or list item taken (an object is at most 1.5 MiB)
 LIST_IDLE_SECONDS = 60  # the longest silence inside a LIST answer
+REPLAY_SLICE = 200  # objects replayed between two turns of the event loop
 
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -195,6 +196,7 @@ class LeanInformer:
     namespace: str | None = None
     label_selector: str | None = None
     keep: Callable[[dict[str, Any]], dict[str, Any]] = without_bookkeeping
+    resync_handler: Handler | None = None  # the replays' handler, when they are to be told apart
     resync_seconds: float = 300.0
     watch_timeout_seconds: int = 60
     cache: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
@@ -240,10 +242,14 @@ class LeanInformer:
             self.cache[key] = obj
         self.handler(event_type, obj)
 
-    def _replay(self) -> None:
-        """The periodic resync: every cached object to the handler again, with no LIST."""
-        for obj in list(self.cache.values()):
-            self.handler("MODIFIED", obj)
+    async def _replay(self) -> None:
+        """The periodic resync: every cached object to `resync_handler` (else the handler) again,
+        as MODIFIED, with no LIST; in slices, so that 10,000 objects never hold up the event loop."""
+        handler = self.resync_handler or self.handler
+        for index, obj in enumerate(list(self.cache.values()), start=1):
+            handler("MODIFIED", obj)
+            if index % REPLAY_SLICE == 0:
+                await asyncio.sleep(0)
         self.resyncs += 1
 
     async def _watch_until_resync(self, resource_version: str) -> str:
@@ -285,7 +291,7 @@ class LeanInformer:
                     self.seen_version = resource_version or "0"
                     failures = 0
                 resource_version = await self._watch_until_resync(resource_version)
-                self._replay()
+                await self._replay()
                 continue
             except Gone:
                 self.expired += 1

@@ -3,10 +3,14 @@
 - a key waiting in the queue is stored once, however often it is added;
 - a key is never handed to two workers at once: re-added while in flight, it is queued again
   once the worker is done with it;
-- failures back off per key, exponentially, and success resets the backoff.
+- failures back off per key, exponentially, and success resets the backoff;
+- two lanes: keys added `low` (the periodic resync's replay of every cached object) are handed out
+  only when no other key waits, and a key waiting low moves up when a change adds it again. A
+  resync of 10,000 devices queues 10,000 keys at once; a plug on one node does not wait behind them.
 """
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -24,20 +28,33 @@ K = TypeVar("K", bound=Hashable)
 @dataclass
 class WorkQueue(Generic[K]):
     backoff: Backoff = field(default_factory=Backoff)
-    _queue: asyncio.Queue[K] = field(default_factory=asyncio.Queue)
+    # One token per waiting key; the keys themselves wait in `_high` or `_low`.
+    _tokens: asyncio.Queue[None] = field(default_factory=asyncio.Queue)
+    _high: deque[K] = field(default_factory=deque)
+    _low: deque[K] = field(default_factory=deque)
     _waiting: set[K] = field(default_factory=set)
+    _waiting_low: set[K] = field(default_factory=set)
     _processing: set[K] = field(default_factory=set)
     _dirty: set[K] = field(default_factory=set)
     _failures: dict[K, int] = field(default_factory=dict)
     _timers: dict[K, asyncio.TimerHandle] = field(default_factory=dict)
     _depth_waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
 
-    def add(self, key: K) -> None:
+    def add(self, key: K, *, low: bool = False) -> None:
         if key in self._processing:
             self._dirty.add(key)
         elif key not in self._waiting:
             self._waiting.add(key)
-            self._queue.put_nowait(key)
+            if low:
+                self._waiting_low.add(key)
+                self._low.append(key)
+            else:
+                self._high.append(key)
+            self._tokens.put_nowait(None)
+        elif not low and key in self._waiting_low:
+            self._waiting_low.discard(key)
+            self._low.remove(key)  # rare (a change during a replay), and O(waiting) at worst
+            self._high.append(key)
 
     def add_after(self, key: K, delay: float) -> None:
         """Queue `key` after `delay` seconds; an earlier pending timer for the key wins."""
@@ -66,7 +83,9 @@ class WorkQueue(Generic[K]):
         self._failures.pop(key, None)
 
     async def get(self) -> K:
-        key = await self._queue.get()
+        await self._tokens.get()
+        key = self._high.popleft() if self._high else self._low.popleft()
+        self._waiting_low.discard(key)
         self._waiting.discard(key)
         self._processing.add(key)
         if self._depth_waiters:
