@@ -56,6 +56,7 @@ class Injector:
     log_path: Path
     port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
+    tmpdir: Path | None = None  # its TMPDIR, if the test looks at what it leaves there
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,6 +70,8 @@ class Injector:
     def launch(self) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KUBESERIAL_LOG_FORMAT": "json"}
         env.pop("KUBERNETES_SERVICE_HOST", None)
+        if self.tmpdir is not None:
+            env["TMPDIR"] = str(self.tmpdir)
         argv = [sys.executable, "-m", "kubeserial_injector", "--host", "127.0.0.1", "--port", str(self.port)]
         argv += ["--health-host", "127.0.0.1", "--health-port", str(self.health_port), *self.args]
         with open(self.log_path, "ab") as log_file:
@@ -468,10 +471,13 @@ def test_self_managed_certificates(
 ) -> None:
     """No certificate from the test: the injector makes its own CA and patches its caBundle."""
     control_plane.kubectl("delete", "secret", TLS_SECRET, "-n", SYSTEM_NAMESPACE, "--ignore-not-found")
+    its_tmp = tmp_path / "tmp"
+    its_tmp.mkdir()
     managed = Injector(
         args=["--cert-mode", "self-managed", "--extra-san", "127.0.0.1", "--cert-check-seconds", "1"],
         kubeconfig=injector_kubeconfig,
         log_path=tmp_path / "self-managed.log",
+        tmpdir=its_tmp,
     )
     register_webhook(control_plane, managed.url, ca_bundle=None)
     try:
@@ -497,6 +503,7 @@ def test_self_managed_certificates(
         assert c.INJECTED_ANNOTATION in get_pod(control_plane, "managed")["metadata"]["annotations"]
         # A restart keeps the stored certificate: nothing to re-trust.
         managed.stop()
+        assert not list(its_tmp.iterdir()), "the stopped injector left its private key on disk"
         managed.start()
         wait_until_webhook_mutates(control_plane)
         again = json.loads(

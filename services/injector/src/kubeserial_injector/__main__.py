@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="additional DNS name or IP address for the self-managed certificate (repeatable)",
     )
     parser.add_argument(
-        "--cert-dir", type=Path, help="where to write the self-managed certificate (a temp dir)"
+        "--cert-dir",
+        type=Path,
+        help="where to write the self-managed certificate (default: a temporary folder, removed at exit)",
     )
     parser.add_argument(
         "--cert-check-seconds",
@@ -144,16 +146,25 @@ class Injector:
         self.health.live_checks["process"] = lambda: True
         # The lean client (runtime.lean): kubernetes_asyncio and aiohttp would cost ~45 MiB here.
         # Two kept-alive connections: device GETs on a cache miss and the certificate checks.
+        # Self-managed certificates are written to files for the TLS context; a folder of our own,
+        # removed at exit, unless --cert-dir names one.
+        with contextlib.ExitStack() as cleanup:
+            cert_dir = self.args.cert_dir or Path(
+                cleanup.enter_context(tempfile.TemporaryDirectory(prefix="kubeserial-injector-"))
+            )
+            return await self._run(cert_dir)
+
+    async def _run(self, cert_dir: Path) -> int:
         async with lean_client(self.args.kubeconfig, connections=2, user_agent="kubeserial-injector") as api:
             catalog = DeviceCatalog(api)
             self.health.ready_checks["devices-synced"] = lambda: catalog.synced
             self.health.ready_checks["serving"] = lambda: self.server is not None and self.server.started
             self.runner.add("devices", catalog.run)
-            self.runner.add("webhook", lambda: self._serve(api, catalog), graceful_stop=self._drain)
+            self.runner.add("webhook", lambda: self._serve(api, catalog, cert_dir), graceful_stop=self._drain)
             return await self.runner.run()
 
-    async def _serve(self, api: LeanClient, catalog: DeviceCatalog) -> None:
-        context = await self._tls(api)
+    async def _serve(self, api: LeanClient, catalog: DeviceCatalog, cert_dir: Path) -> None:
+        context = await self._tls(api, cert_dir)
         app = create_app(lookup=catalog.lookup, settings=self.settings, metrics=self.metrics)
         config = uvicorn.Config(
             app,
@@ -184,7 +195,7 @@ class Injector:
         self.server.should_exit = True
         return True
 
-    async def _tls(self, api: LeanClient) -> ssl.SSLContext:
+    async def _tls(self, api: LeanClient, cert_dir: Path) -> ssl.SSLContext:
         args = self.args
         if args.cert_mode == FILES:
             if args.tls_cert_file is None or args.tls_key_file is None:
@@ -199,7 +210,6 @@ class Injector:
             webhook_config=args.webhook_config,
             names=serving_names(args.service_name, args.namespace) + list(args.extra_san),
         )
-        cert_dir = args.cert_dir or Path(tempfile.mkdtemp(prefix="kubeserial-injector-"))
         bundle = await self._settle(certs)
         context = server_context(*write_files(bundle, cert_dir))
         self.runner.add("tls-self-managed", lambda: self._keep_certs(certs, context, bundle, cert_dir))
