@@ -241,7 +241,8 @@ def main() -> int:
                 )
         finally:
             plane.stop()
-    result["target"] = "p99 plug-to-Available=True under 200 ms"
+    # Issue 13: p99 <= 100 ms for one device alone, <= 200 ms among many SerialDevices.
+    result["target"] = f"p99 plug-to-Available=True <= {100 if args.unrelated == 0 else 200} ms"
     print(json.dumps(result, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
