@@ -31,9 +31,9 @@ BENCHMARKS: dict[str, tuple[list[str], str]] = {
     "gateway": ([], "gateway-*.json"),
     "injector": (["--seconds", "10", "--rate", "200", "400"], "injector.json"),
     "controller": (["--devices", "1000"], "controller.json"),
-    # Issue 13's size, 1,000 nodes x 10 adapters: about 11 minutes on this 2-core machine (bindings
-    # converge in about 2 minutes, the 10,000 gateways take 5 more); --cycles 20 and a 300 s wait
-    # for the gateways keep the whole `make bench` near 25 minutes.
+    # Issue 13's size, 1,000 nodes x 10 adapters: about 6 minutes on this 2-core machine (bindings
+    # converge in under a minute, the 10,000 gateways take 3 more); --cycles 20 and at most 300 s
+    # of waiting for the gateways keep the whole `make bench` near 8 minutes.
     "scale": (
         ["--nodes", "1000", "--adapters", "10", "--cycles", "20", "--quiet-timeout", "300"],
         "scale.json",
