@@ -138,18 +138,7 @@ class Soak:
         self.stack.kubectl(
             "wait", "--for=condition=Ready", "pod", CLIENT_POD, "-n", CLIENT_NAMESPACE, "--timeout=180s"
         )
-        node = self.stack.cluster.nodes[CLIENT_NODE]
-        for container in node.ctr("containers", "ls", "-q").split():
-            labels = json.loads(node.ctr("containers", "info", container)).get("Labels") or {}
-            if (
-                labels.get("io.kubernetes.pod.name") == CLIENT_POD
-                and labels.get("io.kubernetes.container.name") == "client"
-            ):
-                for line in node.ctr("tasks", "ls").splitlines()[1:]:
-                    task, pid, *_ = line.split()
-                    if task == container:
-                        return int(pid)
-        raise AssertionError(f"no running container of {CLIENT_NAMESPACE}/{CLIENT_POD} on {CLIENT_NODE}")
+        return self.stack.container_pid(CLIENT_NODE, CLIENT_NAMESPACE, CLIENT_POD, "client")
 
     def _plug(self, node: str) -> None:
         self.stack.usb[node].plug(self.adapter)

@@ -133,7 +133,7 @@ async def test_relists_after_410_and_misses_nothing(plane: ControlPlane, api: Le
         assert ("DELETED", "gone") in events and ("ADDED", "born") in events
     finally:
         task.cancel()
-        plane._terminate("kube-apiserver-b")
+        plane.stop_apiserver("kube-apiserver-b")
 
 
 def cache_lists(metrics: str) -> float:

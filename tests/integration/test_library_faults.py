@@ -120,7 +120,7 @@ async def test_informer_relists_after_410_and_misses_nothing(
         assert ("DELETED", "gone") in events and ("ADDED", "born") in events
     finally:
         task.cancel()
-        plane._terminate("kube-apiserver-b")
+        plane.stop_apiserver("kube-apiserver-b")
 
 
 async def test_informer_resumes_after_apiserver_restart(plane: ControlPlane, api: client.ApiClient) -> None:

@@ -10,7 +10,9 @@ execs the real command. Without a testbed it execs the command unchanged (a real
     umockdev_entry.py gateway ARGS...   `serve --device PATH`: the testbed that has PATH
 """
 
+import datetime
 import glob
+import json
 import os
 import sys
 
@@ -51,7 +53,15 @@ def main() -> None:
     env = dict(os.environ)
     if testbed is not None:
         env.update(LD_PRELOAD=PRELOAD, UMOCKDEV_DIR=testbed)
-        print(f"e2e: simulated USB testbed {testbed}", file=sys.stderr, flush=True)
+        # One JSON object, as the services log: the container's log stays machine-readable.
+        line = {
+            "event": "e2e: simulated USB testbed",
+            "testbed": testbed,
+            "level": "info",
+            "logger": "e2e",
+            "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
+        }
+        print(json.dumps(line), file=sys.stderr, flush=True)
     command = COMMANDS[kind] + args
     os.execve(command[0], command, env)
 

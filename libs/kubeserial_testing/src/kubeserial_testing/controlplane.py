@@ -213,7 +213,8 @@ class ControlPlane:
         if self.netns:
             real_nodes = [
                 # Pods reach it through the `kubernetes` Service: its Endpoints must name this address.
-                "--endpoint-reconciler-type=lease",
+                # A second one on another port (fault tests) stays out of them: pods keep the first.
+                f"--endpoint-reconciler-type={'lease' if port is None else 'none'}",
                 # Otherwise logs/exec resolve the node name through the machine's DNS and fail.
                 "--kubelet-preferred-address-types=InternalIP,Hostname",
                 f"--kubelet-client-certificate={self.pki_dir / 'admin.crt'}",
@@ -359,8 +360,8 @@ class ControlPlane:
         self.start_apiserver()
         self.wait_ready()
 
-    def stop_apiserver(self) -> None:
-        self._terminate("kube-apiserver")
+    def stop_apiserver(self, name: str = "kube-apiserver") -> None:
+        self._terminate(name)
 
     def etcdctl(self, *args: str) -> str:
         binary = etcd_binary().parent / "etcdctl"

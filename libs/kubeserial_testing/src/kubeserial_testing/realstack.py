@@ -173,6 +173,46 @@ class RealStack:
         selector = f"app.kubernetes.io/name=kubeserial-gateway,{c.DEVICE_LABEL}={device}"
         return self.running_pods(NAMESPACE, selector, node=node)
 
+    def container_pid(self, node: str, namespace: str, pod: str, container: str) -> int:
+        """The host PID of a running container's main process (the nodes share the host's PID
+        namespace), found through the node's containerd by the labels the kubelet gives it."""
+        ctr = self.cluster.nodes[node].ctr
+        for container_id in ctr("containers", "ls", "-q").split():
+            labels = json.loads(ctr("containers", "info", container_id)).get("Labels") or {}
+            if (
+                labels.get("io.kubernetes.pod.namespace") == namespace
+                and labels.get("io.kubernetes.pod.name") == pod
+                and labels.get("io.kubernetes.container.name") == container
+            ):
+                for line in ctr("tasks", "ls").splitlines()[1:]:
+                    task, pid, status, *_ = line.split()
+                    if task == container_id and status == "RUNNING":
+                        return int(pid)
+        raise AssertionError(f"no running container {container} of {namespace}/{pod} on {node}")
+
+    def container_logs(self, folder: Path, *namespaces: str) -> list[Path]:
+        """Every container's log in the namespaces' pods, sidecars included, and the previous
+        instance's of a restarted one, as the kubelet kept them: one file each under `folder`."""
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for namespace in namespaces:
+            for pod in self.get("pods", "-n", namespace).get("items", []):
+                name = pod["metadata"]["name"]
+                status = pod.get("status") or {}
+                for container in status.get("initContainerStatuses", []) + status.get(
+                    "containerStatuses", []
+                ):
+                    for previous in (False, True) if container.get("restartCount") else (False,):
+                        args = ["logs", "-n", namespace, name, "-c", container["name"]]
+                        out = self.kubectl(*args, *(["--previous"] if previous else []), check=False)
+                        if out.returncode == 0:
+                            path = (
+                                folder / f"{namespace}_{name}_{container['name']}{'_previous' * previous}.log"
+                            )
+                            path.write_text(out.stdout)
+                            written.append(path)
+        return written
+
     def pod_metrics(self, namespace: str, pod: str, port: int) -> str:
         """/metrics of a pod's port through the apiserver's pod proxy."""
         path = f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/metrics"
