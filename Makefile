@@ -21,10 +21,10 @@ venv: ## Only the Python virtualenv (.venv): all that lint and unit tests need (
 manifests: venv ## Regenerate the CRD YAML from the Pydantic models.
 	$(PY) -m kubeserial_common.crdgen --out deploy/kustomize/base/crd
 
-lint: venv ## ruff, mypy (sources and tests) and the import-layer contracts.
+lint: venv ## ruff, mypy (sources, tests and benchmarks) and the import-layer contracts.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy libs/*/src services/*/src tools/*/src tests
+	$(VENV)/bin/mypy libs/*/src services/*/src tools/*/src tests bench
 	$(VENV)/bin/lint-imports
 
 lint-manifests: venv ## kube-score on every rendered overlay and the objects the controller creates (needs kubectl and Go once).

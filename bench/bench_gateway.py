@@ -224,9 +224,12 @@ def measure_throughput(client: RawClient, size: int) -> float:
     payload = os.urandom(size)
     payload = payload[: size // 2] + b"\xff" * 4096 + payload[size // 2 + 4096 :]
     received = bytearray()
-    sender = threading.Thread(
-        target=lambda: [client.send(payload[i : i + 16384]) for i in range(0, size, 16384)]
-    )
+
+    def send_all() -> None:
+        for i in range(0, size, 16384):
+            client.send(payload[i : i + 16384])
+
+    sender = threading.Thread(target=send_all)
     start = time.perf_counter()
     sender.start()
     while len(received) < size:
