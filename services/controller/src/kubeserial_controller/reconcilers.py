@@ -18,7 +18,12 @@ from kubeserial_common.core import vocabulary as v
 from kubeserial_common.core.conditions import ConditionUpdate, get_condition
 from kubeserial_common.core.errors import AlreadyExists, PermanentError
 from kubeserial_common.core.models import KubeSerial, ManagerSpec
-from kubeserial_common.core.names import gateway_name, kubeserial_label_value, manager_request_name
+from kubeserial_common.core.names import (
+    gateway_name,
+    kubeserial_label_value,
+    manager_name_problem,
+    manager_request_name,
+)
 from kubeserial_common.core.podspec import PodSpecError
 from kubeserial_common.core.status import conditions_patch, write_status
 from kubeserial_common.runtime.events import NORMAL, WARNING, EventRecorder
@@ -459,6 +464,12 @@ class Reconcilers:
         manager = self.world.manager(str(spec.get("manager")))
         if device is None or manager is None:
             return []
+        # The CRDs refuse such names; objects made before they did are reported here.
+        name_problem = manager_name_problem(str(spec.get("device")), str(spec.get("manager")))
+        if name_problem is not None:
+            raise PermanentError(
+                v.INVALID_MANAGER, f"Manager {spec.get('manager')} is invalid: {name_problem}"
+            )
         try:
             manager_spec = ManagerSpec.model_validate(manager.get("spec") or {})
         except ValidationError as exc:

@@ -15,6 +15,7 @@ from kubeserial_common.core import constants as c
 from kubeserial_common.core import devicepaths, resources
 from kubeserial_common.core.names import DEVICE_NAME as DEVICE_NAME
 from kubeserial_common.core.names import DEVICE_NAME_MAX as DEVICE_NAME_MAX
+from kubeserial_common.core.names import MANAGER_OBJECTS_NAME_MAX
 
 HEX4 = r"^[0-9a-fA-F]{4}$"
 K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -85,6 +86,19 @@ _CONDITIONS_SCHEMA: dict[str, Any] = {
 }
 
 
+def _manager_name_rule(device: str, manager: str, field_path: str) -> dict[str, Any]:
+    """A device's manager objects are named `<device>-<manager>`: core.names.manager_name_problem in
+    CEL, for the CRDs (`device` and `manager` are CEL expressions). Sizes and contains only: cheap
+    for kube-apiserver, which evaluates every rule of a CRD on every write."""
+    return {
+        "rule": f"!has({manager}) || (!{manager}.contains('.')"
+        f" && size({device}) + 1 + size({manager}) <= {MANAGER_OBJECTS_NAME_MAX})",
+        "messageExpression": f"'the objects of the manager are named ' + {device} + '-' + {manager}"
+        f" + ', a Service name: at most {MANAGER_OBJECTS_NAME_MAX} characters, no dots'",
+        "fieldPath": field_path,
+    }
+
+
 class DeviceMatch(Model):
     """What identifies a device and how it is served: shared by SerialDevice and KubeSerial entries."""
 
@@ -129,6 +143,12 @@ class SerialDeviceStatus(Model):
 
 class SerialDeviceEntry(DeviceMatch):
     """A device as listed in a KubeSerial: the SerialDevice spec with a required name."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [_manager_name_rule("self.name", "self.manager", ".manager")]
+        }
+    )
 
     name: str = Field(max_length=DEVICE_NAME_MAX, pattern=DEVICE_NAME, description="SerialDevice name.")
 
@@ -242,6 +262,7 @@ class SerialDevice(Resource):
             "message": f"metadata.name must be a DNS-1123 label of at most {DEVICE_NAME_MAX} characters"
             " starting with a letter",
         },
+        _manager_name_rule("self.metadata.name", "self.spec.manager", ".spec.manager"),
     )
 
     spec: SerialDeviceSpec
@@ -276,6 +297,14 @@ class Manager(Resource):
     namespaced = info.namespaced
     description = "An application KubeSerial runs for a device that names it (e.g. OctoPrint)."
     cel_rules = (
+        {
+            # Its objects are named <device>-<manager>, a Service name (core.names).
+            "rule": "!self.metadata.name.contains('.')"
+            f" && size(self.metadata.name) <= {MANAGER_OBJECTS_NAME_MAX - 2}",
+            "message": "metadata.name must have no dots and at most"
+            f" {MANAGER_OBJECTS_NAME_MAX - 2} characters: the manager's objects are named <device>-<manager>,"
+            f" a Service name ({MANAGER_OBJECTS_NAME_MAX} characters at most, no dots)",
+        },
         {
             "rule": f"!has(self.spec.configPath) || self.spec.configPath.matches('{CONFIG_PATH}')",
             "message": "spec.configPath must be an absolute file path such as /data/config.yaml, without"

@@ -23,7 +23,26 @@ def gateway_name(device: str) -> str:
 
 
 def manager_request_name(device: str, manager: str) -> str:
+    """The name of the request, and of the manager's Deployment, Service and ConfigMap."""
     return f"{device}-{manager}"
+
+
+# A Service name is a DNS-1035 label: at most 63 characters, no dots (a device name starts with a
+# letter, so `<device>-<manager>` does too). The CRDs say the same in CEL (core.models).
+MANAGER_OBJECTS_NAME_MAX = 63
+
+
+def manager_name_problem(device: str, manager: str) -> str | None:
+    """Why `manager` cannot be scheduled for `device` under the names its objects get, or None."""
+    name = manager_request_name(device, manager)
+    if "." in manager:
+        return f"the manager's objects are named {name}, a Service name, which cannot hold a dot"
+    if len(name) > MANAGER_OBJECTS_NAME_MAX:
+        return (
+            f"the manager's objects are named {name} ({len(name)} characters), a Service name, which"
+            f" holds at most {MANAGER_OBJECTS_NAME_MAX}: shorten the device's or the Manager's name"
+        )
+    return None
 
 
 def connect_label(device: str) -> str:
