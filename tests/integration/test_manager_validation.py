@@ -3,11 +3,15 @@ with a message that says what to write instead (instead of a controller retrying
 
 import json
 import uuid
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from kubeserial_testing.controlplane import ControlPlane
+from kubeserial_testing.controlplane import REPO_ROOT, ControlPlane
+from kubeserial_testing.services import wait_for
 
 pytestmark = pytest.mark.controlplane
 
@@ -23,7 +27,7 @@ def manager(**spec: object) -> dict[str, object]:
     }
 
 
-def apply(plane: ControlPlane, obj: dict[str, object]) -> tuple[int, str]:
+def apply(plane: ControlPlane, obj: Mapping[str, object]) -> tuple[int, str]:
     result = plane.kubectl("apply", "-f", "-", input=json.dumps(obj), check=False)
     return result.returncode, result.stderr
 
@@ -132,3 +136,116 @@ def test_a_device_whose_manager_objects_would_be_misnamed_is_refused_naming_the_
     entries[1]["manager"] = "m" * 16
     assert apply(control_plane, serial_device)[0] == 0
     assert apply(control_plane, listing)[0] == 0
+
+
+def test_objects_stored_before_the_name_rules_stay_writable(tmp_path: Path) -> None:
+    """An upgrade applies the new CRDs over stored objects: a SerialDevice and a KubeSerial whose
+    manager name breaks the new rules still take status writes, labels and finalizers (the
+    controller's and the monitor's writes), and only a change to a name that still breaks them is
+    refused. Its own control plane: the CRDs are replaced."""
+    crd_dir = REPO_ROOT / "deploy" / "kustomize" / "base" / "crd"
+    new = [crd_dir / "app.kubeserial.com_serialdevices.yaml", crd_dir / "app.kubeserial.com_kubeserials.yaml"]
+    old = []
+    for path in new:  # the same CRDs without the rules this change added
+        crd = yaml.safe_load(path.read_text())
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        _drop_manager_name_rules(schema)
+        old.append(tmp_path / f"old-{path.name}")
+        old[-1].write_text(yaml.safe_dump(crd))
+    plane = ControlPlane(tmp_path / "plane").start()
+    try:
+        plane.kubectl("apply", *(f"--filename={p}" for p in old))
+        plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        device, manager = "d" * 50, "m" * 20  # 71 characters together
+        stored = {
+            "apiVersion": "app.kubeserial.com/v1alpha1",
+            "kind": "SerialDevice",
+            "metadata": {"name": device},
+            "spec": {"idVendor": "0403", "idProduct": "6001", "manager": manager},
+        }
+        entry = {"name": device, "idVendor": "0403", "idProduct": "6001", "manager": manager}
+        listing = {
+            **kubeserial(""),
+            "metadata": {"name": "upgraded", "namespace": "default"},
+            "spec": {"ingress": {"enabled": False}, "serialDevices": [entry]},
+        }
+        for obj in (stored, listing):
+            plane.kubectl("create", "-f", "-", input=json.dumps(obj))
+        plane.kubectl("apply", *(f"--filename={p}" for p in new))
+        fresh = {**stored, "metadata": {"name": "e" * 50}}
+        wait_for(lambda: apply(plane, fresh)[0] != 0, timeout=30, message="the new rules in effect")
+
+        writes = [
+            [
+                "patch",
+                "serialdevice",
+                device,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                '{"status":{"nodeName":"n"}}',
+            ],
+            ["label", "serialdevice", device, "kubeserial.test/x=y"],
+            [
+                "patch",
+                "kubeserial",
+                "upgraded",
+                "-n",
+                "default",
+                "--type=merge",
+                "-p",
+                '{"metadata":{"finalizers":["app.kubeserial.com/t"]}}',
+            ],
+            [
+                "patch",
+                "kubeserial",
+                "upgraded",
+                "-n",
+                "default",
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                '{"status":{"serialDevices":1}}',
+            ],
+            [
+                "patch",
+                "kubeserial",
+                "upgraded",
+                "-n",
+                "default",
+                "--type=merge",
+                "-p",
+                '{"metadata":{"finalizers":null}}',
+            ],
+        ]
+        for args in writes:
+            result = plane.kubectl(*args, check=False)
+            assert result.returncode == 0, f"{' '.join(args[:3])}: {result.stderr}"
+        changed = plane.kubectl(
+            "patch",
+            "serialdevice",
+            device,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"manager": "n" * 20}}),
+            check=False,
+        )
+        assert changed.returncode != 0 and SERVICE_NAME_MESSAGE in changed.stderr, changed.stderr
+    finally:
+        plane.stop()
+
+
+def _drop_manager_name_rules(node: Any) -> None:
+    if isinstance(node, dict):
+        rules = node.get("x-kubernetes-validations")
+        if rules is not None:
+            kept = [r for r in rules if "objects of the manager" not in r.get("messageExpression", "")]
+            if kept:
+                node["x-kubernetes-validations"] = kept
+            else:
+                del node["x-kubernetes-validations"]
+        for value in node.values():
+            _drop_manager_name_rules(value)
+    elif isinstance(node, list):
+        for item in node:
+            _drop_manager_name_rules(item)

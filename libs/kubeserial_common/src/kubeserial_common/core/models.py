@@ -86,17 +86,23 @@ _CONDITIONS_SCHEMA: dict[str, Any] = {
 }
 
 
-def _manager_name_rule(device: str, manager: str, field_path: str) -> dict[str, Any]:
+def _manager_name_rule(device: str, manager: str, field_path: str, *, unchanged: str = "") -> dict[str, Any]:
     """A device's manager objects are named `<device>-<manager>`: core.names.manager_name_problem in
     CEL, for the CRDs (`device` and `manager` are CEL expressions). Sizes and contains only: cheap
-    for kube-apiserver, which evaluates every rule of a CRD on every write."""
-    return {
-        "rule": f"!has({manager}) || (!{manager}.contains('.')"
-        f" && size({device}) + 1 + size({manager}) <= {MANAGER_OBJECTS_NAME_MAX})",
+    for kube-apiserver, which evaluates every rule of a CRD on every write. `unchanged`: a CEL
+    condition under which an object stored before the rule existed passes (see SerialDevice)."""
+    check = f"!{manager}.contains('.') && size({device}) + 1 + size({manager}) <= {MANAGER_OBJECTS_NAME_MAX}"
+    rule: dict[str, Any] = {
+        "rule": f"!has({manager}) || {unchanged} || ({check})"
+        if unchanged
+        else f"!has({manager}) || ({check})",
         "messageExpression": f"'the objects of the manager are named ' + {device} + '-' + {manager}"
         f" + ', a Service name: at most {MANAGER_OBJECTS_NAME_MAX} characters, no dots'",
         "fieldPath": field_path,
     }
+    if unchanged:
+        rule["optionalOldSelf"] = True
+    return rule
 
 
 class DeviceMatch(Model):
@@ -227,7 +233,7 @@ class Resource(Model):
     namespaced: ClassVar[bool]
     short_names: ClassVar[tuple[str, ...]] = ()
     printer_columns: ClassVar[tuple[dict[str, str], ...]] = ()
-    cel_rules: ClassVar[tuple[dict[str, str], ...]] = ()
+    cel_rules: ClassVar[tuple[dict[str, Any], ...]] = ()
     description: ClassVar[str] = ""
 
     api_version: str = c.API_VERSION
@@ -262,7 +268,16 @@ class SerialDevice(Resource):
             "message": f"metadata.name must be a DNS-1123 label of at most {DEVICE_NAME_MAX} characters"
             " starting with a letter",
         },
-        _manager_name_rule("self.metadata.name", "self.spec.manager", ".spec.manager"),
+        # A rule on the whole object is evaluated again on every write to it, status and finalizers
+        # included (ratcheting spares only unchanged fields below a rule): without the `unchanged`
+        # clause a SerialDevice stored before this rule could not be written at all.
+        _manager_name_rule(
+            "self.metadata.name",
+            "self.spec.manager",
+            ".spec.manager",
+            unchanged="(oldSelf.hasValue() && has(oldSelf.value().spec.manager)"
+            " && oldSelf.value().spec.manager == self.spec.manager)",
+        ),
     )
 
     spec: SerialDeviceSpec
