@@ -1,4 +1,4 @@
-"""EventRecorder.emit_soon: a reconcile hands an Event over and goes on; at most max_pending wait."""
+"""EventRecorder.emit: a reconcile hands an Event over and goes on; at most max_pending wait."""
 
 import asyncio
 from typing import Any, cast
@@ -35,10 +35,10 @@ def recorder(api: GatedApi, *, max_pending: int = 1000) -> EventRecorder:
     return EventRecorder(cast(LeanClient, api), component="test", max_pending=max_pending)
 
 
-async def test_emit_soon_returns_before_the_event_is_posted_and_flush_posts_it() -> None:
+async def test_emit_returns_before_the_event_is_posted_and_flush_posts_it() -> None:
     api = GatedApi()
     events = recorder(api)
-    events.emit_soon(DEVICE, type_=NORMAL, reason="DeviceAvailable", message="bound")
+    events.emit(DEVICE, type_=NORMAL, reason="DeviceAvailable", message="bound")
     await asyncio.sleep(0)
     assert api.posted == []  # the caller did not wait on the apiserver
     api.gate.set()
@@ -52,7 +52,7 @@ async def test_beyond_max_pending_events_are_dropped_and_counted() -> None:
     api = GatedApi()
     events = recorder(api, max_pending=2)
     for n in range(5):
-        events.emit_soon(DEVICE, type_=NORMAL, reason=f"R{n}", message="m")
+        events.emit(DEVICE, type_=NORMAL, reason=f"R{n}", message="m")
     assert events.dropped == 3
     api.gate.set()
     await events.flush()
@@ -64,10 +64,10 @@ async def test_a_burst_of_drops_is_one_log_line_and_a_summary_not_one_per_event(
     events = recorder(api, max_pending=2)
     with capture_logs() as logged:
         for n in range(500):
-            events.emit_soon(DEVICE, type_=NORMAL, reason=f"R{n}", message="m")
+            events.emit(DEVICE, type_=NORMAL, reason=f"R{n}", message="m")
         api.gate.set()
         await events.flush()
-        events.emit_soon(DEVICE, type_=NORMAL, reason="after", message="m")  # the queue has room
+        events.emit(DEVICE, type_=NORMAL, reason="after", message="m")  # the queue has room
         await events.flush()
     assert [(e["event"], e.get("dropped")) for e in logged if e["log_level"] == "warning"] == [
         ("events dropped: too many unsent; dropping until they are posted", None),
@@ -80,7 +80,7 @@ async def test_a_failed_post_is_logged_not_raised() -> None:
     api = GatedApi(fail=True)
     api.gate.set()
     events = recorder(api)
-    events.emit_soon(DEVICE, type_=NORMAL, reason="R", message="m")
+    events.emit(DEVICE, type_=NORMAL, reason="R", message="m")
     await events.flush()
     assert api.posted == [] and events.dropped == 0
 
@@ -102,7 +102,7 @@ async def test_background_posts_use_at_most_a_few_connections_at_once() -> None:
     api.create = counting  # type: ignore[method-assign]
     events = recorder(api)
     for n in range(10):
-        events.emit_soon(DEVICE, type_=NORMAL, reason=f"R{n}", message="m")
+        events.emit(DEVICE, type_=NORMAL, reason=f"R{n}", message="m")
     for _ in range(5):
         await asyncio.sleep(0)
     assert peak == BACKGROUND_SENDERS  # the rest wait for a sender, not for the client's connections

@@ -1,4 +1,5 @@
-"""The whole of KubeSerial on the local control plane, for the e2e tests and `make demo`.
+"""The whole of KubeSerial on the local control plane, for `make demo-local` (machines that cannot
+run real nodes).
 
 What is real: kube-apiserver, etcd, controller-manager, scheduler; the four services as processes
 of their own, each authenticated with its own ServiceAccount token and the shipped RBAC; the

@@ -334,7 +334,7 @@ class Binder:
     def _emit(self, device: Obj, type_: str, reason: str, message: str) -> None:
         # In the background: a binding worker moves on to the next key (a cold start binds thousands).
         obj = {**device, "apiVersion": c.API_VERSION, "kind": "SerialDevice"}
-        self.recorder.emit_soon(obj, type_=type_, reason=reason, message=message)
+        self.recorder.emit(obj, type_=type_, reason=reason, message=message)
 
     def wake_placed_on(self, node: str) -> None:
         """Devices whose status places them on `node` decide again (SerialPorts appeared there)."""

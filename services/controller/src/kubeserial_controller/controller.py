@@ -54,7 +54,6 @@ class Controller:
         self.nodes: WorkQueue[str] = WorkQueue()
         self.bindings: WorkQueue[BindKey] = WorkQueue()
         self._last_failure: dict[tuple[str, Any], str] = {}
-        self._event_tasks: set[asyncio.Task[None]] = set()
         self.world = World(
             api, namespace=settings.namespace, on_event=self.on_event, resync_seconds=resync_seconds
         )
@@ -207,16 +206,12 @@ class Controller:
             if obj is None or self._last_failure.get((kind, key)) == detail:
                 return
             self._last_failure[(kind, key)] = detail
-            task = asyncio.create_task(
-                self.reconcilers.recorder.emit(
-                    kind_of(obj, kind),
-                    type_=WARNING,
-                    reason=exc.reason if isinstance(exc, PermanentError) else RECONCILE_FAILED,
-                    message=detail,
-                )
+            self.reconcilers.recorder.emit(
+                kind_of(obj, kind),
+                type_=WARNING,
+                reason=exc.reason if isinstance(exc, PermanentError) else RECONCILE_FAILED,
+                message=detail,
             )
-            self._event_tasks.add(task)
-            task.add_done_callback(self._event_tasks.discard)
 
         await run_workers(
             queue,

@@ -107,10 +107,10 @@ class Reconcilers:
         # the cache shows our status write (observedGeneration), and must not report them twice.
         self._reported: dict[KubeSerialKey, int | None] = {}
 
-    async def _event(
+    def _event(
         self, obj: Mapping[str, Any], kind: str, *, reason: str, message: str, warning: bool = False
     ) -> None:
-        await self.recorder.emit(
+        self.recorder.emit(
             kind_of(obj, kind), type_=WARNING if warning else NORMAL, reason=reason, message=message
         )
 
@@ -148,7 +148,7 @@ class Reconcilers:
                 return None
             for device in owned:
                 if await self._delete(device, resource=r.SERIALDEVICE):
-                    await self._event(
+                    self._event(
                         ks,
                         "KubeSerial",
                         reason="SerialDeviceDeleted",
@@ -166,9 +166,7 @@ class Reconcilers:
         if label_problem is not None:
             # No SerialDevice could carry the label: say so once per generation, and retry nothing.
             if report:
-                await self._event(
-                    ks, "KubeSerial", reason=v.INVALID_SPEC, message=label_problem, warning=True
-                )
+                self._event(ks, "KubeSerial", reason=v.INVALID_SPEC, message=label_problem, warning=True)
                 await self._write_kubeserial_status(ks, devices=len(owned))
                 self._reported[key] = generation
             return None
@@ -178,7 +176,7 @@ class Reconcilers:
             spec = KubeSerial.model_validate(ks).spec
         except ValidationError as exc:
             if report:
-                await self._event(ks, "KubeSerial", reason=v.INVALID_SPEC, message=str(exc), warning=True)
+                self._event(ks, "KubeSerial", reason=v.INVALID_SPEC, message=str(exc), warning=True)
                 await self._write_kubeserial_status(ks, devices=len(owned))
                 self._reported[key] = generation
             return None
@@ -191,7 +189,7 @@ class Reconcilers:
             if current is not None and holder != label:
                 if report:
                     owner = f"KubeSerial {holder}" if holder else "someone else"
-                    await self._event(
+                    self._event(
                         ks,
                         "KubeSerial",
                         reason="SerialDeviceConflict",
@@ -212,7 +210,7 @@ class Reconcilers:
             created = current is None or (applied is not None and applied.created)
             if created or (applied is not None and applied.repaired):
                 verb = "created" if created else "updated"
-                await self._event(
+                self._event(
                     ks,
                     "KubeSerial",
                     reason=f"SerialDevice{verb.capitalize()}",
@@ -221,7 +219,7 @@ class Reconcilers:
         for device in owned:
             device_name = device["metadata"]["name"]
             if device_name not in wanted and await self._delete(device, resource=r.SERIALDEVICE):
-                await self._event(
+                self._event(
                     ks,
                     "KubeSerial",
                     reason="SerialDeviceDeleted",
@@ -301,7 +299,7 @@ class Reconcilers:
 
     async def _device_transition_events(self, before: Obj, after: Obj) -> None:
         for notice in d.device_notices(before, after):
-            await self._event(
+            self._event(
                 after, "SerialDevice", reason=notice.reason, message=notice.message, warning=notice.warning
             )
 
@@ -314,7 +312,7 @@ class Reconcilers:
                 if current is not None and d.controlled_by(current, device):
                     removed = await self._delete(current, resource=resource) or removed
             if removed:
-                await self._event(
+                self._event(
                     device,
                     "SerialDevice",
                     reason="GatewayRemoved",
@@ -336,7 +334,7 @@ class Reconcilers:
         changed = [r for r in results if r is not None and (r.created or r.repaired)]
         if changed:
             created = any(r.created for r in changed)
-            await self._event(
+            self._event(
                 device,
                 "SerialDevice",
                 reason="GatewayCreated" if created else "GatewayUpdated",
@@ -353,7 +351,7 @@ class Reconcilers:
                 and d.controlled_by(request, device)
                 and await self._delete(request, resource=r.MANAGERSCHEDULEREQUEST)
             ):
-                await self._event(
+                self._event(
                     device,
                     "SerialDevice",
                     reason="ManagerUnscheduled",
@@ -367,7 +365,7 @@ class Reconcilers:
             )
         except AlreadyExists:  # the cache was behind; the request is there
             return
-        await self._event(
+        self._event(
             device,
             "SerialDevice",
             reason="ManagerScheduled",
@@ -412,7 +410,7 @@ class Reconcilers:
         for obj in desired or ():
             applied = await self._ensure(obj, current=self.world.child(obj["kind"], name))
             if applied is not None and applied.created:
-                await self._event(
+                self._event(
                     request,
                     "ManagerScheduleRequest",
                     reason=f"{obj['kind']}Created",
@@ -444,7 +442,7 @@ class Reconcilers:
                 c.MANAGERSCHEDULEREQUESTS, name, {"status": {"fulfilled": fulfilled, "message": message}}
             )
             if fulfilled or previously:
-                await self._event(
+                self._event(
                     request,
                     "ManagerScheduleRequest",
                     reason="Fulfilled" if fulfilled else "NotFulfilled",

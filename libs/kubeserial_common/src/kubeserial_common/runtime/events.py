@@ -34,10 +34,11 @@ class EventRecorder:
         # Events never queues the reconciles' own writes behind it.
         self._senders = asyncio.Semaphore(BACKGROUND_SENDERS)
 
-    def emit_soon(self, obj: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
+    def emit(self, obj: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
         """Post in the background, so that a reconcile never waits on its Event (client-go's
-        recorder is asynchronous too). Beyond `max_pending` unsent Events, new ones are dropped
-        and logged: an Event is best effort, the status is the record."""
+        recorder is asynchronous too); the one way a component's Events go out. Beyond
+        `max_pending` unsent Events, new ones are dropped and logged: an Event is best effort, the
+        status is the record."""
         if len(self._pending) >= self.max_pending:
             self.dropped += 1
             self._dropped_in_burst += 1
@@ -60,14 +61,14 @@ class EventRecorder:
 
     async def _send_later(self, obj: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
         async with self._senders:
-            await self.emit(obj, type_=type_, reason=reason, message=message)
+            await self._post(obj, type_=type_, reason=reason, message=message)
 
     async def flush(self) -> None:
-        """Until every Event handed to emit_soon is posted (or failed, which emit logs)."""
+        """Until every Event handed to emit is posted (or failed, which _post logs)."""
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
-    async def emit(self, obj: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
+    async def _post(self, obj: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
         meta = obj.get("metadata", {})
         namespace = meta.get("namespace") or self.cluster_namespace
         now = now_rfc3339()
