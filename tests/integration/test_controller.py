@@ -499,17 +499,66 @@ def test_health_and_metrics(controller: RunningService, control_plane: ControlPl
     wait_for(lambda: ready_devices() == ready_before, timeout=15, message="the device no longer counted")
 
 
+def refuse_requests_for(device: str) -> tuple[str, str]:
+    """A ValidatingAdmissionPolicy (and its binding) with which kube-apiserver refuses to create
+    ManagerScheduleRequests for `device`: a refusal that no CRD rule of ours foresees."""
+    name = f"refuse-{device}"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [c.GROUP],
+                        "apiVersions": ["*"],
+                        "operations": ["CREATE"],
+                        "resources": ["managerschedulerequests"],
+                    }
+                ]
+            },
+            "validations": [
+                {"expression": f"object.spec.device != '{device}'", "message": f"the site refuses {device}"}
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    }
+    return json.dumps(policy), json.dumps(binding)
+
+
 def test_a_refused_write_is_explained_by_a_warning_event(
     controller: RunningService, control_plane: ControlPlane, live_node: str
 ) -> None:
-    """A Manager named so long (a Manager name may have 253 characters) that the label naming it on
-    the device's ManagerScheduleRequest is over 63: the apiserver refuses the request on every
-    retry; the user sees why on the device, once, instead of only in the controller's log."""
-    name = unique("longmgr")
-    manager = unique("mgr") + "-" + "m" * 60
+    """The apiserver refuses the device's ManagerScheduleRequest on every retry (here a site's
+    admission policy): the user sees why on the device, once, instead of only in the controller's
+    log."""
+    name, manager = unique("refused"), unique("mgr")
+    for part in refuse_requests_for(name):
+        control_plane.kubectl("create", "-f", "-", input=part)
+    probe = {
+        "apiVersion": c.API_VERSION,
+        "kind": "ManagerScheduleRequest",
+        "metadata": {"name": f"{name}-probe"},
+        "spec": {"device": name, "manager": manager},
+    }
+
+    def policy_in_force() -> bool:
+        dry = control_plane.kubectl(
+            "create", "--dry-run=server", "-f", "-", input=json.dumps(probe), check=False
+        )
+        return dry.returncode != 0 and f"the site refuses {name}" in dry.stderr
+
+    wait_for(policy_in_force, timeout=30, message="the admission policy in force")
     control_plane.kubectl("create", "-f", "-", input=json.dumps(seed_manager(manager)))
     entries = [{"name": name, "idVendor": "0403", "idProduct": "6001", "manager": manager}]
-    kubeserial = unique("longmgrks")
+    kubeserial = unique("refusedks")
     apply_object(control_plane, kubeserial_object(kubeserial, entries))
     wait_exists(control_plane, "serialdevice", name)
     write_monitor_status(control_plane, name, node=live_node, available=True)
@@ -517,13 +566,17 @@ def test_a_refused_write_is_explained_by_a_warning_event(
     def failures() -> list[str]:
         return warning_messages(control_plane, name, "ReconcileFailed")
 
-    found = wait_for(failures, timeout=30, message="a ReconcileFailed Warning Event on the device")
-    assert isinstance(found, list) and "must be no more than 63 characters" in found[0], found
-    time.sleep(2)  # the queue retries with backoff meanwhile; the same failure stays one Event
-    assert len(failures()) == 1
-    assert get_object(control_plane, "msr", manager_request_name(name, manager)) is None
-    control_plane.kubectl("delete", "kubeserial", kubeserial, "-n", NAMESPACE)
-    control_plane.kubectl("delete", "manager", manager)
+    try:
+        found = wait_for(failures, timeout=30, message="a ReconcileFailed Warning Event on the device")
+        assert isinstance(found, list) and f"the site refuses {name}" in found[0], found
+        time.sleep(2)  # the queue retries with backoff meanwhile; the same failure stays one Event
+        assert len(failures()) == 1
+        assert get_object(control_plane, "msr", manager_request_name(name, manager)) is None
+    finally:
+        for kind in ("validatingadmissionpolicybinding", "validatingadmissionpolicy"):
+            control_plane.kubectl("delete", kind, f"refuse-{name}")
+        control_plane.kubectl("delete", "kubeserial", kubeserial, "-n", NAMESPACE)
+        control_plane.kubectl("delete", "manager", manager)
 
 
 def test_a_manager_made_invalid_keeps_its_workload_and_says_why(
