@@ -141,30 +141,26 @@ class Injector:
         )
         self.server: uvicorn.Server | None = None
         self.runner = Runner(health=self.health)
+        self._cleanup = contextlib.ExitStack()
 
     async def run(self) -> int:
         self.health.live_checks["process"] = lambda: True
         # The lean client (runtime.lean): kubernetes_asyncio and aiohttp would cost ~45 MiB here.
         # Two kept-alive connections: device GETs on a cache miss and the certificate checks.
-        # Self-managed certificates are written to files for the TLS context; a folder of our own,
-        # removed at exit, unless --cert-dir names one.
-        with contextlib.ExitStack() as cleanup:
-            cert_dir = self.args.cert_dir or Path(
-                cleanup.enter_context(tempfile.TemporaryDirectory(prefix="kubeserial-injector-"))
-            )
-            return await self._run(cert_dir)
+        with self._cleanup:  # the self-managed certificate's folder, if one was made
+            return await self._run()
 
-    async def _run(self, cert_dir: Path) -> int:
+    async def _run(self) -> int:
         async with lean_client(self.args.kubeconfig, connections=2, user_agent="kubeserial-injector") as api:
             catalog = DeviceCatalog(api)
             self.health.ready_checks["devices-synced"] = lambda: catalog.synced
             self.health.ready_checks["serving"] = lambda: self.server is not None and self.server.started
             self.runner.add("devices", catalog.run)
-            self.runner.add("webhook", lambda: self._serve(api, catalog, cert_dir), graceful_stop=self._drain)
+            self.runner.add("webhook", lambda: self._serve(api, catalog), graceful_stop=self._drain)
             return await self.runner.run()
 
-    async def _serve(self, api: LeanClient, catalog: DeviceCatalog, cert_dir: Path) -> None:
-        context = await self._tls(api, cert_dir)
+    async def _serve(self, api: LeanClient, catalog: DeviceCatalog) -> None:
+        context = await self._tls(api)
         app = create_app(lookup=catalog.lookup, settings=self.settings, metrics=self.metrics)
         config = uvicorn.Config(
             app,
@@ -195,7 +191,7 @@ class Injector:
         self.server.should_exit = True
         return True
 
-    async def _tls(self, api: LeanClient, cert_dir: Path) -> ssl.SSLContext:
+    async def _tls(self, api: LeanClient) -> ssl.SSLContext:
         args = self.args
         if args.cert_mode == FILES:
             if args.tls_cert_file is None or args.tls_key_file is None:
@@ -209,6 +205,11 @@ class Injector:
             secret_name=args.tls_secret,
             webhook_config=args.webhook_config,
             names=serving_names(args.service_name, args.namespace) + list(args.extra_san),
+        )
+        # The TLS context loads the certificate from files: a folder of our own, removed at exit,
+        # unless --cert-dir names one. Files mode needs none (read-only root, no writable /tmp).
+        cert_dir = args.cert_dir or Path(
+            self._cleanup.enter_context(tempfile.TemporaryDirectory(prefix="kubeserial-injector-"))
         )
         bundle = await self._settle(certs)
         context = server_context(*write_files(bundle, cert_dir))
