@@ -6,7 +6,7 @@ from typing import Any, cast
 from structlog.testing import capture_logs
 
 from kubeserial_common.core.errors import Conflict
-from kubeserial_common.runtime.events import BACKGROUND_SENDERS, NORMAL, EventRecorder
+from kubeserial_common.runtime.events import BACKGROUND_SENDERS, NORMAL, WARNING, EventRecorder
 from kubeserial_common.runtime.lean import LeanClient
 
 DEVICE = {
@@ -57,6 +57,22 @@ async def test_beyond_max_pending_events_are_dropped_and_counted() -> None:
     api.gate.set()
     await events.flush()
     assert [e["reason"] for e in api.posted] == ["R0", "R1"]
+
+
+async def test_a_burst_of_normal_events_does_not_crowd_out_a_warning() -> None:
+    api = GatedApi()
+    events = recorder(api, max_pending=2)
+    for n in range(5):
+        events.emit(DEVICE, type_=NORMAL, reason=f"R{n}", message="m")
+    events.emit(DEVICE, type_=WARNING, reason="InvalidSpec", message="spec.x is wrong")
+    assert events.dropped == 3
+    api.gate.set()
+    await events.flush()
+    assert [(e["type"], e["reason"]) for e in api.posted] == [
+        (NORMAL, "R0"),
+        (NORMAL, "R1"),
+        (WARNING, "InvalidSpec"),
+    ]
 
 
 async def test_a_burst_of_drops_is_one_log_line_and_a_summary_not_one_per_event() -> None:

@@ -29,7 +29,9 @@ class EventRecorder:
         self.max_pending = max_pending
         self.dropped = 0
         self._dropped_in_burst = 0  # since the queue was last full
-        self._pending: set[asyncio.Task[None]] = set()
+        # Unsent Events by type, each bounded by max_pending: a burst of Normal ones (a cold start
+        # binds thousands of devices) never crowds out a Warning, the one a user must see.
+        self._pending: dict[str, set[asyncio.Task[None]]] = {NORMAL: set(), WARNING: set()}
         # Background posts use at most this many of the client's connections at once: a burst of
         # Events never queues the reconciles' own writes behind it.
         self._senders = asyncio.Semaphore(BACKGROUND_SENDERS)
@@ -37,15 +39,17 @@ class EventRecorder:
     def emit(self, obj: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
         """Post in the background, so that a reconcile never waits on its Event (client-go's
         recorder is asynchronous too); the one way a component's Events go out. Beyond
-        `max_pending` unsent Events, new ones are dropped and logged: an Event is best effort, the
-        status is the record."""
-        if len(self._pending) >= self.max_pending:
+        `max_pending` unsent Events of its type, new ones are dropped and logged: an Event is best
+        effort, the status is the record."""
+        pending = self._pending.setdefault(type_, set())
+        if len(pending) >= self.max_pending:
             self.dropped += 1
             self._dropped_in_burst += 1
             if self._dropped_in_burst == 1:  # one line per burst, not one per Event (thousands)
                 log.warning(
                     "events dropped: too many unsent; dropping until they are posted",
-                    unsent=len(self._pending),
+                    unsent=len(pending),
+                    type=type_,
                     first=obj.get("metadata", {}).get("name"),
                     reason=reason,
                 )
@@ -56,8 +60,8 @@ class EventRecorder:
         task = asyncio.get_running_loop().create_task(
             self._send_later(obj, type_=type_, reason=reason, message=message), name=f"event-{reason}"
         )
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        pending.add(task)
+        task.add_done_callback(pending.discard)
 
     async def _send_later(self, obj: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
         async with self._senders:
@@ -65,8 +69,8 @@ class EventRecorder:
 
     async def flush(self) -> None:
         """Until every Event handed to emit is posted (or failed, which _post logs)."""
-        while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        while unsent := [task for tasks in self._pending.values() for task in tasks]:
+            await asyncio.gather(*unsent, return_exceptions=True)
 
     async def _post(self, obj: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
         meta = obj.get("metadata", {})
