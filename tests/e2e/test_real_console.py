@@ -1,13 +1,14 @@
 """`kubectl serial` on real nodes: the three commands a new user needs, as one would type them.
 
 An adapter is plugged into node-a (a simulated one: the test plays the device on its pty). With
-no shell on the node: `kubectl serial ls` shows it, `kubectl serial adopt node-a/ttyUSBn --name D`
-makes the SerialDevice, and `kubectl serial console D` reaches it through its gateway pod over
-the apiserver's port-forward (which needs a real kubelet). The console runs in a pty, as in a
-terminal: every byte value but the exit key goes to the device and every byte value comes back,
-the exit key leaves with status 0 and the terminal's settings are restored; SIGTERM restores them
-too. A second console while the first holds the device is refused ("busy, held by ..."); an unknown
-device and an unplugged one are refused with their own messages.
+no shell on the node: `kubectl serial ls` shows it (and so does `kubectl get serialports`),
+`kubectl serial adopt node-a/ttyUSBn --name D` makes the SerialDevice, and
+`kubectl serial console D` reaches it through its gateway pod over the apiserver's port-forward
+(which needs a real kubelet). The console runs in a pty, as in a terminal: every byte value but
+the exit key goes to the device and every byte value comes back, the exit key leaves with status
+0 and the terminal's settings are restored; SIGTERM restores them too. A second console while the
+first holds the device is refused ("busy, held by ..."); an unknown device and an unplugged one
+are refused with their own messages.
 """
 
 import contextlib
@@ -54,6 +55,28 @@ def kubectl_serial(stack: RealStack, *args: str) -> subprocess.CompletedProcess[
     return subprocess.run(
         ["kubectl", "serial", *args], capture_output=True, text=True, timeout=60, env=user_env(stack)
     )
+
+
+def serialports_table(stack: RealStack) -> list[dict[str, str]]:
+    """`kubectl get serialports` as a user reads it: each row by the header's columns (MODEL, the
+    USB product string, may hold spaces, so cells are cut where the header's columns start)."""
+    lines = stack.kubectl("get", "serialports").stdout.splitlines()
+    if not lines:
+        return []
+    header = lines[0]
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    names = header.split()
+    return [
+        {
+            name: line[start : (starts[i + 1] if i + 1 < len(starts) else None)].strip()
+            for i, (name, start) in enumerate(zip(names, starts, strict=True))
+        }
+        for line in lines[1:]
+    ]
+
+
+def adapter_row(stack: RealStack) -> dict[str, str] | None:
+    return next((row for row in serialports_table(stack) if row.get("SERIAL") == ADAPTER.serial), None)
 
 
 class Console:
@@ -109,6 +132,18 @@ def test_ls_adopt_console_on_real_nodes(stack: RealStack) -> None:
     row = wait_until(listed, within=60, message="the adapter in `kubectl serial ls`")
     match = re.match(r"(node-a/ttyUSB\d+)\s+0403:6001\s+" + ADAPTER.serial, row)
     assert match, row
+    # The same, with kubectl alone: the SerialPort the node's monitor published, not bound yet.
+    port = wait_until(
+        lambda: adapter_row(stack), within=30, message="the adapter in `kubectl get serialports`"
+    )
+    assert list(port) == ["NAME", "NODE", "VENDOR", "PRODUCT", "SERIAL", "MODEL", "DEVICE"], port
+    assert (port["NODE"], port["VENDOR"], port["PRODUCT"], port["DEVICE"]) == (
+        "node-a",
+        "0403",
+        "6001",
+        "",
+    ), port
+    assert port["MODEL"] == "FT232R USB UART", port  # the USB product string, spaces and all
 
     # 2. adopt NODE/PORT --name: the SerialDevice, from the port's ids.
     adopted = kubectl_serial(stack, "adopt", match.group(1), "--name", DEVICE)
@@ -116,6 +151,8 @@ def test_ls_adopt_console_on_real_nodes(stack: RealStack) -> None:
     assert f"serialdevice/{DEVICE} created for 0403:6001 serial {ADAPTER.serial}" in adopted.stdout
     wait_until(lambda: stack.device_state(DEVICE) == ("True", "node-a"), within=60, message="Available")
     wait_until(lambda: stack.gateway_pods(DEVICE, node="node-a"), within=180, message="gateway Running")
+    bound = adapter_row(stack)
+    assert bound is not None and bound["DEVICE"] == DEVICE, f"the port's DEVICE column: {bound}"
 
     # 3. console: both ways through the gateway over port-forward; the exit key restores the terminal.
     console = Console(stack, DEVICE)
