@@ -300,13 +300,21 @@ class Bridge:
 
     def poll_once(self) -> None:
         self._set_attached(self._attached_now())
+        attrs = self._observe()
+        self._sync(hupcl=_hupcl(attrs))
+
+    def _observe(self) -> list[Any]:
+        """Read the pty's settings; a difference from what we last saw or set is the application's
+        doing, and from then on its settings win. Called by every poll, and also right before we
+        would take the gateway's settings (at connect, on each report): a change made since the
+        last poll must not be mistaken for ours and overwritten."""
         attrs, settings = self._read_termios()
         if settings != self.known:
             if not self.app_configured:
                 log.info("application configured the tty; its settings are forwarded from now on")
             self.app_configured = True
             self.known = settings
-        self._sync(hupcl=_hupcl(attrs))
+        return attrs
 
     def _sync(self, *, hupcl: bool) -> None:
         if self.transport is None:
@@ -339,7 +347,7 @@ class Bridge:
         self.client = Rfc2217Client()
         self.metrics.connected.set(1)
         transport.write(self.client.greeting())
-        attrs, self.known = self._read_termios()
+        attrs = self._observe()
         if self.app_configured:
             self.sent = None  # push everything the app chose
         else:
@@ -391,6 +399,11 @@ class Bridge:
                 log.debug("modem state", value=event.value)
 
     def _adopt(self, report: SettingReport) -> None:
+        try:
+            self._observe()
+        except (OSError, termios.error) as exc:
+            log.warning("could not read the tty's settings", error=repr(exc))
+            return
         if self.app_configured:
             return
         settings = adopt_report(self.known, report.command, report.value)
