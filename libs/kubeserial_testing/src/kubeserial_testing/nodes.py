@@ -69,7 +69,18 @@ NODE_RUN = "/run/kubeserial-node"
 # when missing (recorded, removed again by the last cluster to go down).
 # /run/udev: a real node runs udev, and the monitor DaemonSet mounts its folder (type Directory);
 # these nodes have none, so each gets an empty one of its own.
-PRIVATE_DIRS = ("/run/containerd", "/var/lib/cni", "/var/log/containers", NODE_RUN, "/run/udev")
+# /var/lib/kubelet: the kubelet binds its device-plugin socket at the fixed path
+# /var/lib/kubelet/device-plugins/kubelet.sock whatever --root-dir says; shared, two kubelets
+# starting at once raced for it ("bind: address already in use", a node never Ready), and it
+# was left on the host.
+PRIVATE_DIRS = (
+    "/run/containerd",
+    "/var/lib/cni",
+    "/var/log/containers",
+    NODE_RUN,
+    "/run/udev",
+    "/var/lib/kubelet",
+)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 STATE_ROOT = nodeimages.CACHE_ROOT / "nodes"
 # The kubelet sets these host-wide sysctls unless they already read so (protectKernelDefaults makes
@@ -363,6 +374,7 @@ def _holder_script(node: "RealNode", pause: Path) -> str:
         "mount -t tmpfs -o mode=0755 kubeserial-cni /var/lib/cni",
         "mount -t tmpfs -o mode=0755 kubeserial-logs /var/log/containers",
         "mount -t tmpfs -o mode=0755 kubeserial-udev /run/udev",
+        "mount -t tmpfs -o mode=0755 kubeserial-kubelet /var/lib/kubelet",
     ]
     lines += [
         f"mount --bind {node.dir / 'sysctl' / key.replace('/', '.')} /proc/sys/{key}"
