@@ -220,9 +220,10 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=8, help="persistent TLS connections")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-injector-"))
-    plane = ControlPlane(workdir / "cp", with_controller_manager=False, with_scheduler=False).start()
     with contextlib.ExitStack() as stack:
+        # Removed at the end, logs and the throwaway key included: a benchmark leaves nothing behind.
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-injector-")))
+        plane = ControlPlane(workdir / "cp", with_controller_manager=False, with_scheduler=False).start()
         stack.callback(plane.stop)
         plane.kubectl("apply", "-k", str(REPO_ROOT / "deploy" / "kustomize" / "base" / "crd"))
         plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
