@@ -278,7 +278,7 @@ class Reconcilers:
                 current=device,
             )
             if written is not None:
-                await self._device_transition_events(device, written)
+                self._device_transition_events(device, written)
                 device = written
                 _, liveness = self._status_updates(device, now=datetime.now(UTC))
         placement = d.claimed_placement(device)
@@ -297,7 +297,7 @@ class Reconcilers:
             return None
         return liveness.recheck_after + RECHECK_MARGIN
 
-    async def _device_transition_events(self, before: Obj, after: Obj) -> None:
+    def _device_transition_events(self, before: Obj, after: Obj) -> None:
         for notice in d.device_notices(before, after):
             self._event(
                 after, "SerialDevice", reason=notice.reason, message=notice.message, warning=notice.warning
