@@ -175,64 +175,35 @@ def test_objects_stored_before_the_name_rules_stay_writable(tmp_path: Path) -> N
         fresh = {**stored, "metadata": {"name": "e" * 50}}
         wait_for(lambda: apply(plane, fresh)[0] != 0, timeout=30, message="the new rules in effect")
 
-        writes = [
-            [
-                "patch",
-                "serialdevice",
-                device,
-                "--subresource=status",
-                "--type=merge",
-                "-p",
-                '{"status":{"nodeName":"n"}}',
-            ],
+        listed = ["kubeserial", "upgraded", "-n", "default"]
+        writes = [  # what the monitor, the controller and a user write to stored objects
+            merge_patch("serialdevice", device, patch={"status": {"nodeName": "n"}}, status=True),
             ["label", "serialdevice", device, "kubeserial.test/x=y"],
-            [
-                "patch",
-                "kubeserial",
-                "upgraded",
-                "-n",
-                "default",
-                "--type=merge",
-                "-p",
-                '{"metadata":{"finalizers":["app.kubeserial.com/t"]}}',
-            ],
-            [
-                "patch",
-                "kubeserial",
-                "upgraded",
-                "-n",
-                "default",
-                "--subresource=status",
-                "--type=merge",
-                "-p",
-                '{"status":{"serialDevices":1}}',
-            ],
-            [
-                "patch",
-                "kubeserial",
-                "upgraded",
-                "-n",
-                "default",
-                "--type=merge",
-                "-p",
-                '{"metadata":{"finalizers":null}}',
-            ],
+            merge_patch(*listed, patch={"metadata": {"finalizers": ["app.kubeserial.com/t"]}}),
+            merge_patch(*listed, patch={"status": {"serialDevices": 1}}, status=True),
+            merge_patch(*listed, patch={"metadata": {"finalizers": None}}),
         ]
         for args in writes:
             result = plane.kubectl(*args, check=False)
             assert result.returncode == 0, f"{' '.join(args[:3])}: {result.stderr}"
         changed = plane.kubectl(
-            "patch",
-            "serialdevice",
-            device,
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": {"manager": "n" * 20}}),
-            check=False,
+            *merge_patch("serialdevice", device, patch={"spec": {"manager": "n" * 20}}), check=False
         )
         assert changed.returncode != 0 and SERVICE_NAME_MESSAGE in changed.stderr, changed.stderr
     finally:
         plane.stop()
+
+
+def merge_patch(*target: str, patch: dict[str, Any], status: bool = False) -> list[str]:
+    """kubectl arguments for a merge patch of `target` (kind, name and any -n), of its status if asked."""
+    return [
+        "patch",
+        *target,
+        *(["--subresource=status"] if status else []),
+        "--type=merge",
+        "-p",
+        json.dumps(patch),
+    ]
 
 
 def _drop_manager_name_rules(node: Any) -> None:
