@@ -50,6 +50,7 @@ DEVICE = f"killed-{SUFFIX}"
 FAULTY = f"faulty-{SUFFIX}"
 BORN = f"born-{SUFFIX}"
 APPS = f"faults-{SUFFIX}"
+DIAGNOSED_NAMESPACES = (APPS,)  # printed with KubeSerial's after a failure (conftest.py)
 CONSUMER = "victim"
 ADAPTER = UsbAdapter(serial=f"KIL{SUFFIX.upper()}")
 FAULTY_ADAPTER = UsbAdapter(serial=f"FLT{SUFFIX.upper()}", port=2)
@@ -74,14 +75,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealStack]:
         logs = real.container_logs(real.workdir / "logs", NAMESPACE, SYSTEM_NAMESPACE)
         assert any("_previous" in path.name for path in logs), [path.name for path in logs]
         assert_json_logs(*logs, allow_empty=True)
-
-
-@pytest.fixture(autouse=True)
-def diagnostics_on_failure(stack: RealStack, request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(stack.diagnostics(APPS))
 
 
 def ready_gateway(stack: RealStack, device: str) -> tuple[str, int] | None:

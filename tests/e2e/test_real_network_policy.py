@@ -38,6 +38,7 @@ SUFFIX = uuid.uuid4().hex[:4]
 DEVICE = f"guarded-{SUFFIX}"
 ADAPTER = UsbAdapter(serial=f"NP{SUFFIX.upper()}", port=3)
 APPS = f"np-apps-{SUFFIX}"
+DIAGNOSED_NAMESPACES = (APPS,)  # printed with KubeSerial's after a failure (conftest.py)
 GATEWAY_HOST = f"{gateway_name(DEVICE)}.{NAMESPACE}.svc"
 CONNECT_SECONDS = 4  # busybox nc -w: a SYN that is dropped ends as "nc: timed out", exit 1
 
@@ -177,15 +178,11 @@ def test_only_connected_pods_reach_the_gateway(stack: RealStack) -> None:
     assert "kubeserial_gateway" not in refused and not refused.rstrip().endswith("rc=0"), refused
 
 
-@pytest.fixture(autouse=True)
-def diagnostics_on_failure(stack: RealStack, request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(stack.diagnostics(APPS))
-        logs = stack.kubectl(
-            "logs", "-n", netpol.NAMESPACE, "-l", "app=kube-network-policies", "--tail=40", check=False
-        )
-        print(logs.stdout, logs.stderr)
-        for node in stack.cluster.nodes:
-            print(node, netpol.verdicts(stack.cluster, node))
+def more_diagnostics(stack: RealStack) -> None:
+    """After a failure (tests/e2e/conftest.py): the network policy controller's view."""
+    logs = stack.kubectl(
+        "logs", "-n", netpol.NAMESPACE, "-l", "app=kube-network-policies", "--tail=40", check=False
+    )
+    print(logs.stdout, logs.stderr)
+    for node in stack.cluster.nodes:
+        print(node, netpol.verdicts(stack.cluster, node))

@@ -45,6 +45,7 @@ DEVICE = f"printer-{SUFFIX}"
 MANAGED = f"ender-{SUFFIX}"
 CONSUMER = "consumer"
 APPS = f"apps-{SUFFIX}"  # a namespace per run: a reused development cluster keeps old ones
+DIAGNOSED_NAMESPACES = (APPS,)  # printed with KubeSerial's after a failure (conftest.py)
 ADAPTER = UsbAdapter(serial=f"RN{SUFFIX.upper()}")
 MANAGED_ADAPTER = UsbAdapter(serial=f"MG{SUFFIX.upper()}", port=2)
 EVERY_BYTE = bytes(range(256))
@@ -61,14 +62,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealStack]:
     # A cluster of its own, or the one $KUBESERIAL_E2E_CLUSTER names (development).
     with running_stack(tmp_path_factory.mktemp("real")) as real:
         yield real
-
-
-@pytest.fixture(autouse=True)
-def diagnostics_on_failure(stack: RealStack, request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(stack.diagnostics(APPS))
 
 
 def consumer_pod() -> dict[str, object]:
